@@ -1,0 +1,1 @@
+"""Public data sets read straight from registry packages (never committed to this repository)."""
