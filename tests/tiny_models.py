@@ -100,3 +100,50 @@ def make_tiny_lm(seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFa
     """Return a tiny random chat model and its tokenizer."""
     tokenizer = make_tokenizer()
     return make_model(tokenizer, seed=seed), tokenizer
+
+
+class ForcedLlamaForCausalLM(LlamaForCausalLM):
+    """A tiny Llama whose sampled output is forced to a fixed script of token ids.
+
+    The forward pass is the real one (so hidden states and the KV cache are real); only the
+    logits are replaced. A forward over more than one token is taken as the prompt's prefill and
+    sets where the script starts; each later position `p` gets logits that put almost all mass on
+    `script[p - prompt_length]`, then on EOS once the script is exhausted.
+    """
+
+    script: list[int]
+    prompt_length: int
+
+    def forward(self, input_ids=None, cache_position=None, **kwargs):  # type: ignore[no-untyped-def]
+        outputs = super().forward(input_ids=input_ids, cache_position=cache_position, **kwargs)
+        length = input_ids.shape[1]
+        past = kwargs.get("past_key_values")
+        past_length = past.get_seq_length() - length if past is not None else 0
+        if length > 1:
+            self.prompt_length = past_length + length
+        start = past_length + length - self.prompt_length  # script index of the next token
+        logits = torch.full_like(outputs.logits, -30.0)
+        kept = logits.shape[1]  # generate() may keep only the last position's logits
+        for offset in range(kept):
+            index = start - (kept - 1) + offset
+            if index < 0:
+                continue
+            token = self.script[index] if index < len(self.script) else self.config.eos_token_id
+            logits[:, offset, token] = 30.0
+        outputs.logits = logits
+        return outputs
+
+
+def make_forced_model(
+    text: str, tokenizer: PreTrainedTokenizerFast | None = None
+) -> tuple[ForcedLlamaForCausalLM, PreTrainedTokenizerFast]:
+    """Return a tiny model that always answers `text` (then EOS), and its tokenizer."""
+    tokenizer = tokenizer or make_tokenizer()
+    base = make_model(tokenizer)
+    model = ForcedLlamaForCausalLM(base.config)
+    model.load_state_dict(base.state_dict())
+    model.generation_config = base.generation_config
+    model.script = tokenizer.encode(text, add_special_tokens=False)
+    model.prompt_length = 0
+    model.name_or_path = "tiny-forced-llama"
+    return model.eval(), tokenizer
