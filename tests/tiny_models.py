@@ -117,7 +117,7 @@ class ForcedLlamaForCausalLM(LlamaForCausalLM):
     def forward(self, input_ids=None, cache_position=None, **kwargs):  # type: ignore[no-untyped-def]
         outputs = super().forward(input_ids=input_ids, cache_position=cache_position, **kwargs)
         length = input_ids.shape[1]
-        past = kwargs.get("past_key_values")
+        past = kwargs.get("cache", kwargs.get("past_key_values"))
         past_length = past.get_seq_length() - length if past is not None else 0
         if length > 1:
             self.prompt_length = past_length + length
