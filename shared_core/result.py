@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "content_filter"]
-FallbackReason = Literal["no_safe_candidate", "cost_model_error", "time_limit", "final_check"]
+FallbackReason = Literal[
+    "no_safe_candidate",
+    "cost_model_error",
+    "reward_model_error",
+    "critic_error",
+    "time_limit",
+    "final_check",
+]
 
 
 @dataclass
@@ -72,7 +79,8 @@ class GuaranteeReport:
     """Why the fallback was used."""
 
     error: str | None = None
-    """The error message behind a `cost_model_error` fallback."""
+    """The error message behind a `cost_model_error`, `reward_model_error` or `critic_error`
+    fallback, or the time limit behind a `time_limit` fallback."""
 
     reward_model: str | None = None
     critic: str | None = None
