@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -146,4 +147,43 @@ def make_forced_model(
     model.script = tokenizer.encode(text, add_special_tokens=False)
     model.prompt_length = 0
     model.name_or_path = "tiny-forced-llama"
+    return model.eval(), tokenizer
+
+
+class ScriptedLlamaForCausalLM(ForcedLlamaForCausalLM):
+    """A forced tiny Llama that picks its script from the prompt text at every prefill.
+
+    `select_text(prompt)` gets the decoded prompt, special tokens included, and returns the
+    text to force, so one model can output a tool call first and a plain reply once the
+    prompt contains the tool's response.
+    """
+
+    select_text: Callable[[str], str]
+    script_tokenizer: PreTrainedTokenizerFast
+
+    def forward(self, input_ids=None, cache_position=None, **kwargs):  # type: ignore[no-untyped-def]
+        if input_ids is not None and input_ids.shape[1] > 1:
+            prompt = self.script_tokenizer.decode(input_ids[0].tolist())
+            text = self.select_text(prompt)
+            self.script = self.script_tokenizer.encode(text, add_special_tokens=False)
+        return super().forward(input_ids=input_ids, cache_position=cache_position, **kwargs)
+
+
+def make_scripted_model(
+    select_text: Callable[[str], str],
+    tokenizer: PreTrainedTokenizerFast | None = None,
+    *,
+    max_position_embeddings: int = 512,
+) -> tuple[ScriptedLlamaForCausalLM, PreTrainedTokenizerFast]:
+    """Return a tiny model that outputs `select_text(prompt)` (then EOS), and its tokenizer."""
+    tokenizer = tokenizer or make_tokenizer()
+    base = make_model(tokenizer, max_position_embeddings=max_position_embeddings)
+    model = ScriptedLlamaForCausalLM(base.config)
+    model.load_state_dict(base.state_dict())
+    model.generation_config = base.generation_config
+    model.select_text = select_text
+    model.script_tokenizer = tokenizer
+    model.script = []
+    model.prompt_length = 0
+    model.name_or_path = "tiny-scripted-llama"
     return model.eval(), tokenizer
