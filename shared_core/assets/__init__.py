@@ -1,0 +1,1 @@
+"""Data files shipped with the package (bundled documents for the demo)."""

@@ -1,0 +1,1 @@
+"""Short, harmless documents that the demo indexes for its LlamaIndex query engine."""
