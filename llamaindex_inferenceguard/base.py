@@ -184,12 +184,12 @@ class InferenceGuardLLM(FunctionCallingLLM):
     def from_model_id(
         cls,
         model_id: str,
+        *,
         cost_model: Any,
         reward_model: Any = None,
         critic: Any = None,
-        *,
         device: str | None = None,
-        dtype: Any = None,
+        torch_dtype: Any = None,
         model_kwargs: Mapping[str, Any] | None = None,
         tokenizer_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
@@ -202,8 +202,8 @@ class InferenceGuardLLM(FunctionCallingLLM):
             reward_model: Optional reward model that ranks safe candidates.
             critic: Optional latent critic trained for this base model.
             device: Device to move the model to, for example `"cuda"`; `None` keeps the CPU.
-            dtype: Torch dtype of the weights, for example `torch.bfloat16`; `None` keeps the
-                transformers default.
+            torch_dtype: Torch dtype of the weights, for example `torch.bfloat16`; `None` keeps
+                the transformers default. It is passed as transformers' `dtype` argument.
             model_kwargs: Extra arguments of `AutoModelForCausalLM.from_pretrained`.
             tokenizer_kwargs: Extra arguments of `AutoTokenizer.from_pretrained`.
             **kwargs: The constructor's keyword arguments (settings, `system_prompt`, ...).
@@ -213,8 +213,8 @@ class InferenceGuardLLM(FunctionCallingLLM):
         from shared_core.engine import InferenceGuard
 
         model_options = dict(model_kwargs or {})
-        if dtype is not None:
-            model_options["dtype"] = dtype
+        if torch_dtype is not None:
+            model_options["dtype"] = torch_dtype
         tokenizer = AutoTokenizer.from_pretrained(model_id, **(tokenizer_kwargs or {}))
         model = AutoModelForCausalLM.from_pretrained(model_id, **model_options)
         if device is not None:

@@ -7,6 +7,7 @@ import json
 import threading
 
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from llama_index.core.base.llms.types import (
@@ -280,11 +281,16 @@ def test_from_model_id_loads_folder(tmp_path):
     tokenizer.save_pretrained(tmp_path)
 
     llm = InferenceGuardLLM.from_model_id(
-        str(tmp_path), banned_word_cost(), max_new_tokens=6, seed=0
+        str(tmp_path),
+        cost_model=banned_word_cost(),
+        torch_dtype=torch.bfloat16,
+        max_new_tokens=6,
+        seed=0,
     )
     response = llm.chat(USER)
 
     assert llm.metadata.model_name == str(tmp_path)
+    assert llm.guard.model.dtype == torch.bfloat16
     assert llm.metadata.context_window == model.config.max_position_embeddings
     assert response.raw["usage"]["prompt_tokens"] > 0
     assert response.additional_kwargs["finish_reason"] in ("stop", "length")
