@@ -104,6 +104,9 @@ class InferenceGuard:
         *,
         model_name: str | None = None,
     ) -> None:
+        if config is not None and not isinstance(config, GuardConfig):
+            msg = f"Invalid config of type {type(config).__name__}: pass a GuardConfig or None."
+            raise TypeError(msg)
         _check_scorer(
             cost_model, "cost_model", needs_threshold=config is None or config.budget is None
         )
@@ -117,9 +120,6 @@ class InferenceGuard:
                 f"Invalid critic {critic!r}: it needs predict(hidden, z) and an int layer "
                 "(see shared_core.critic_base.Critic)."
             )
-            raise TypeError(msg)
-        if config is not None and not isinstance(config, GuardConfig):
-            msg = f"Invalid config of type {type(config).__name__}: pass a GuardConfig or None."
             raise TypeError(msg)
 
         self.model = model
@@ -285,7 +285,7 @@ class InferenceGuard:
         def put(item: Any) -> None:
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the event loop is closed: nobody is listening any more
+            except RuntimeError:  # the event loop is closed, so no consumer can receive chunks
                 cancel.set()
 
         def work() -> None:

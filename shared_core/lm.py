@@ -1,7 +1,7 @@
 """The language model wrapper: prefill, batched block sampling and the KV cache of each row.
 
 Every row of a batch has consumed the same number of response positions, so the KV cache stays
-rectangular and needs no attention mask: a row that has finished inside a block keeps being fed
+rectangular and needs no attention mask. A row that has finished inside a block keeps being fed
 the pad token, and what it computes afterwards is ignored.
 """
 

@@ -1,8 +1,8 @@
 """The InferenceGuard block-wise search and its single-beam fast path.
 
 The search decodes the response in blocks of `w` tokens. After every block the cost model
-scores each candidate's text, which gives its safety state `z = d - C(x, y_k)`; the critic (when
-one is loaded) estimates from the hidden state whether the candidate will stay safe. When every
+scores each candidate's text, which gives its safety state `z = d - C(x, y_k)`. The critic, when
+one is loaded, estimates from the hidden state whether the candidate will stay safe. When every
 candidate of a block is unsafe, the block is resampled from the same beams with a logit penalty
 on the tokens that made the candidates unsafe. The top `K` candidates are kept as beams, and
 finished ones go to a pool from which the answer is taken.
