@@ -67,6 +67,41 @@ def test_constructor_makes_no_network_call() -> None:
     assert chat_models._default_guard is loaded_before
 
 
+def test_default_engine_loads_once_on_first_use(monkeypatch, forced) -> None:
+    import shared_core.defaults
+
+    loads: list[int] = []
+
+    def load_default_guard() -> InferenceGuard:
+        loads.append(1)
+        return forced
+
+    monkeypatch.setattr(
+        shared_core.defaults, "load_default_guard", load_default_guard, raising=False
+    )
+    monkeypatch.setattr(chat_models, "_default_guard", None)
+    first = ChatInferenceGuard(temperature=0.5)
+    second = ChatInferenceGuard.from_defaults(seed=1)
+    assert loads == []
+
+    assert first.invoke("Hi").text == FORCED_TEXT
+    assert second.invoke("Hi").text == FORCED_TEXT
+    assert loads == [1]
+    assert first.load_guard() is second.load_guard() is forced
+
+
+async def test_default_engine_loads_in_async_path(monkeypatch, forced) -> None:
+    import shared_core.defaults
+
+    monkeypatch.setattr(shared_core.defaults, "load_default_guard", lambda: forced, raising=False)
+    monkeypatch.setattr(chat_models, "_default_guard", None)
+
+    message = await ChatInferenceGuard().ainvoke("Hi")
+
+    assert message.text == FORCED_TEXT
+    assert chat_models._default_guard is forced
+
+
 def test_from_model_id_loads_local_folder(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     tokenizer = make_tokenizer()
@@ -359,6 +394,30 @@ async def test_ainvoke_metadata(forced) -> None:
     assert message.text == FORCED_TEXT
     assert message.response_metadata["inferenceguard"]["certified"] is True
     assert message.usage_metadata["output_tokens"] > 0
+
+
+def test_closed_stream_releases_engine(forced) -> None:
+    llm = ChatInferenceGuard(guard=forced)
+    chunks = llm.stream("Hi")
+    first = next(chunks)
+    chunks.close()
+
+    assert FORCED_TEXT.startswith(first.text)
+    assert llm.invoke("Hi").text == FORCED_TEXT
+
+
+def test_batch_shares_one_engine(forced) -> None:
+    first = ChatInferenceGuard(guard=forced)
+    second = ChatInferenceGuard(guard=forced, max_tokens=3)
+    results = first.batch(["Hi", "Hello", "Hey"])
+
+    assert [message.text for message in results] == [FORCED_TEXT] * 3
+    assert second.invoke("Hi").usage_metadata["output_tokens"] == 3
+
+
+async def test_abatch(forced) -> None:
+    results = await ChatInferenceGuard(guard=forced).abatch(["Hi", "Hello"])
+    assert [message.text for message in results] == [FORCED_TEXT] * 2
 
 
 def test_streaming_flag_invokes_through_stream(forced) -> None:
