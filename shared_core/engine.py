@@ -15,7 +15,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -331,9 +331,9 @@ class InferenceGuard:
             messages=normalize_messages(messages), tools=validate_tools(tools), config=config
         )
 
-    def _collect(self, chunks: Iterator[GuardChunk]) -> GuardResult:
+    def _collect(self, chunks: Generator[GuardChunk, None, None]) -> GuardResult:
         parts: list[str] = []
-        with contextlib.closing(chunks):  # type: ignore[type-var]
+        with contextlib.closing(chunks):
             for chunk in chunks:
                 parts.append(chunk.text)
                 if chunk.is_last:
@@ -349,7 +349,7 @@ class InferenceGuard:
 
     def _stream_request(
         self, request: _Request, cancel_event: threading.Event | None
-    ) -> Iterator[GuardChunk]:
+    ) -> Generator[GuardChunk, None, None]:
         """Run one request under the model lock, yielding committed chunks, then the last one."""
         config = request.config
         with self._model_lock():
@@ -411,8 +411,8 @@ class InferenceGuard:
     ) -> GuardChunk:
         """Build the last chunk: the rest of the answer or of the fallback, usage and report.
 
-        `usage.completion_tokens` is the token count of the returned text encoded alone
-        (for a refusal, of the refusal text after any committed text).
+        `usage.completion_tokens` is the token count of the whole returned text encoded alone,
+        so for a refusal it counts any committed text, the separator and the refusal text.
 
         Raises:
             SafetyViolationError: With `fallback="raise"` when there is no certified answer.

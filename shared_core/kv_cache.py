@@ -34,13 +34,15 @@ def select_rows(cache: Cache, indices: torch.Tensor) -> Cache:
         if _is_identity(cache, indices):
             return new
         for layer in new.layers:
-            if layer.is_initialized and layer.keys is not None and layer.keys.numel():
-                layer.keys = layer.keys.index_select(0, indices.to(layer.keys.device))
-                layer.values = layer.values.index_select(0, indices.to(layer.values.device))
+            assert isinstance(layer, DynamicLayer)
+            keys, values = layer.keys, layer.values
+            if layer.is_initialized and keys is not None and values is not None and keys.numel():
+                layer.keys = keys.index_select(0, indices.to(keys.device))
+                layer.values = values.index_select(0, indices.to(values.device))
         return new
 
     new = copy.deepcopy(cache)
-    new.reorder_cache(indices)
+    new.reorder_cache(indices)  # type: ignore[arg-type]
     return new
 
 

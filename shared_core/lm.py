@@ -277,23 +277,25 @@ class LanguageModel:
             if check_interrupt is not None:
                 check_interrupt()
             with torch.no_grad():
-                scores = processors(no_input, logits)
+                scores = processors(no_input, logits)  # type: ignore[arg-type]
                 probs = torch.softmax(scores.float(), dim=-1)
                 sampled = torch.multinomial(probs, 1, generator=generator).squeeze(1)
                 token_logprobs = torch.log_softmax(logits, dim=-1).gather(1, sampled[:, None])[:, 0]
             steps += 1
 
+            sampled_ids = sampled.tolist()  # one device sync per step, not one per row
+            sampled_logprobs = token_logprobs.tolist()
             fed = [self.pad_token_id] * rows
             real = [False] * rows
             for row in range(rows):
                 if finish[row] is not None:
                     continue
-                token = int(sampled[row])
+                token = sampled_ids[row]
                 if token in self.eos_token_ids:
                     finish[row] = "stop"
                     continue
                 new_tokens[row].append(token)
-                logprobs[row] += float(token_logprobs[row])
+                logprobs[row] += sampled_logprobs[row]
                 fed[row] = token
                 real[row] = True
                 if stop_strings:
@@ -345,7 +347,7 @@ def _accepts_argument(model: Any, name: str) -> bool:
     # Subclasses that wrap forward(**kwargs) pass the argument on to the parent class.
     has_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     return has_kwargs and any(
-        name in inspect.signature(base.forward).parameters
+        name in inspect.signature(vars(base)["forward"]).parameters
         for base in type(model).__mro__[1:]
         if "forward" in vars(base)
     )

@@ -73,7 +73,7 @@ class CallableCostModel:
             raise ValueError(msg)
         self.function = function
         self.threshold = float(threshold)
-        self.name = name or getattr(function, "__name__", "callable_cost_model")
+        self.name: str = name or str(getattr(function, "__name__", "callable_cost_model"))
         self.batched = batched
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
@@ -98,7 +98,7 @@ class CallableRewardModel:
             msg = f"CallableRewardModel needs a callable, got {function!r}."
             raise TypeError(msg)
         self.function = function
-        self.name = name or getattr(function, "__name__", "callable_reward_model")
+        self.name: str = name or str(getattr(function, "__name__", "callable_reward_model"))
         self.batched = batched
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
@@ -169,5 +169,5 @@ def _call(
     if batched:
         scores = function(list(prompts), list(responses))  # type: ignore[arg-type]
     else:
-        scores = [function(p, r) for p, r in zip(prompts, responses, strict=True)]  # type: ignore[arg-type]
+        scores = [function(p, r) for p, r in zip(prompts, responses, strict=True)]  # type: ignore[arg-type, misc]
     return check_scores(scores, len(responses), name)  # type: ignore[arg-type]

@@ -488,7 +488,6 @@ class GuardedSearch:
         )
         failed_final_check = False
         for candidate in eligible:
-            self.check_interrupt()
             (cost,) = self.cost_of([candidate.text], use_cache=False)
             if cost <= self.budget:
                 candidate.safety = candidate.safety.advance(cost)
