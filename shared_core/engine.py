@@ -53,11 +53,13 @@ REFUSAL_SEPARATOR = "\n\n"
 
 @dataclass
 class _Request:
-    """A validated request, before tokenization."""
+    """A validated request; `encode` adds the prompt's token ids."""
 
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None
     config: GuardConfig
+    prompt_ids: list[int] | None = None
+    prompt_text: str = ""
 
 
 class InferenceGuard:
@@ -235,13 +237,15 @@ class InferenceGuard:
             `raise`: `SafetyViolationError` is raised; its `partial_text` is the committed text.
             `best_effort`: the best uncertified candidate that extends the committed text.
 
-        Validation happens on the call; the search starts on the first `next()`. The request
+        Validation and tokenization happen on the call; the search starts on the first
+        `next()`. The request
         holds the engine's lock until the iterator is exhausted or closed, so iterate it to the
         end or close it (`contextlib.closing`) before starting another request in this thread.
 
         Args and Raises: as in `generate`.
         """
         request = self._prepare(messages, tools, overrides)
+        self._encode(request)
         return self._stream_request(request, cancel_event=None)
 
     # --- asynchronous API -------------------------------------------------------------------
@@ -270,8 +274,8 @@ class InferenceGuard:
     ) -> AsyncIterator[GuardChunk]:
         """Async `stream`: chunks come from the engine's worker thread through a queue.
 
-        Validation happens on the call. If the consumer stops early or is cancelled, the
-        worker stops at its next step.
+        Settings and messages are validated on the call; tokenization runs in the worker. If
+        the consumer stops early or is cancelled, the worker stops at its next step.
         """
         request = self._prepare(messages, tools, overrides)
         return self._astream_request(request)
@@ -331,6 +335,22 @@ class InferenceGuard:
             messages=normalize_messages(messages), tools=validate_tools(tools), config=config
         )
 
+    def _encode(self, request: _Request) -> None:
+        """Tokenize the request's prompt, fitted to the context window, once."""
+        if request.prompt_ids is not None:
+            return
+        config = request.config
+        ids, messages = fit_context(
+            self.tokenizer,
+            request.messages,
+            request.tools,
+            max_new_tokens=config.max_new_tokens,
+            context_window=self.context_window,
+            overflow=config.context_overflow,
+        )
+        request.prompt_ids = ids
+        request.prompt_text = prompt_text(messages)
+
     def _collect(self, chunks: Generator[GuardChunk, None, None]) -> GuardResult:
         parts: list[str] = []
         with contextlib.closing(chunks):
@@ -355,14 +375,9 @@ class InferenceGuard:
         with self._model_lock():
             started = time.perf_counter()
             self._check_critic()
-            prompt_ids, messages = fit_context(
-                self.tokenizer,
-                request.messages,
-                request.tools,
-                max_new_tokens=config.max_new_tokens,
-                context_window=self.context_window,
-                overflow=config.context_overflow,
-            )
+            self._encode(request)
+            assert request.prompt_ids is not None
+            prompt_ids = request.prompt_ids
             seed = (
                 config.seed if config.seed is not None else random.SystemRandom().randrange(2**63)
             )
@@ -376,7 +391,7 @@ class InferenceGuard:
                 config=config,
                 budget=_budget(config, self.cost_model),
                 prompt_ids=prompt_ids,
-                prompt_text=prompt_text(messages),
+                prompt_text=request.prompt_text,
                 generator=generator,
                 cancel_event=cancel_event,
                 stats=stats,

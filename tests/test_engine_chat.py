@@ -167,6 +167,11 @@ def test_context_overflow_error_names_numbers_and_fix(short_context_engine):
     assert "context_overflow='truncate'" in message
 
 
+def test_context_overflow_raised_when_stream_called(short_context_engine):
+    with pytest.raises(ValueError, match="context window of 128 tokens"):
+        short_context_engine.stream(_long_history(4), max_new_tokens=16)
+
+
 def test_context_overflow_truncate_drops_oldest_turns(short_context_engine, caplog):
     engine = short_context_engine
     messages = _long_history(4)
