@@ -2,7 +2,7 @@
 
 One engine owns the model, tokenizer, cost model, reward model and critic, and serves any number
 of threads, asyncio tasks and adapter instances. A lock serialises requests on the model; the
-async methods run the request in a worker thread so the event loop never blocks.
+async methods run the request in a worker thread, so the event loop does not wait for decoding.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ class InferenceGuard:
     def encode_prompt(
         self, messages: Messages, *, tools: Tools = None, config: GuardConfig | None = None
     ) -> list[int]:
-        """Return the prompt's token ids, fitted to the context window as `config` says.
+        """Return the prompt's token ids, fitted to the context window per `context_overflow`.
 
         Raises:
             ValueError: If the messages are invalid or the prompt does not fit.
@@ -200,7 +200,9 @@ class InferenceGuard:
     # --- synchronous API --------------------------------------------------------------------
 
     def generate(self, messages: Messages, *, tools: Tools = None, **overrides: Any) -> GuardResult:
-        """Answer `messages`; the same code path as `stream`, so the texts match per seed.
+        """Generate a guarded response to `messages` by consuming `stream`.
+
+        Because both share one code path, the same seed gives the same text.
 
         Args:
             messages: A string (one user message) or a list of chat messages
