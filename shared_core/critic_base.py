@@ -15,12 +15,20 @@ class Critic(Protocol):
     `layer` at the last token of each candidate, and the candidate's safety state `z`.
     """
 
-    name: str
-    layer: int
-    """Index into the model's `hidden_states` tuple (`-1` is the last layer)."""
+    @property
+    def name(self) -> str:
+        """A stable name, reported with every answer."""
+        ...
 
-    scale: float
-    """The critic sees `z / scale`."""
+    @property
+    def layer(self) -> int:
+        """Index into the model's `hidden_states` tuple (`-1` is the last layer)."""
+        ...
+
+    @property
+    def scale(self) -> float:
+        """The critic sees `z / scale`."""
+        ...
 
     def predict(
         self, hidden: torch.Tensor, safety_state: torch.Tensor
