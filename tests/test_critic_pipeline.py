@@ -10,6 +10,8 @@ import pytest
 import torch
 from tiny_models import make_forced_model, make_tiny_lm
 
+from shared_core import cli
+from shared_core.config import GuardConfig
 from shared_core.critic import (
     CriticCard,
     LatentCritic,
@@ -22,6 +24,7 @@ from shared_core.critic_data import (
     collect_critic_data,
     detect_process_group,
 )
+from shared_core.critic_eval import compare_search, markdown_table
 from shared_core.critic_store import CriticExamples, load_examples, read_manifests
 from shared_core.critic_training import TrainingSettings, train_critic
 from shared_core.data.prompts import PromptRecord
@@ -273,3 +276,61 @@ def test_unsafe_critic_makes_engine_fall_back() -> None:
     guarded = InferenceGuard(model, tokenizer, BANNED, critic=_constant_critic(model, -50.0))
     result = guarded.generate("hi", seed=0, max_new_tokens=24)
     assert result.finish_reason == "content_filter"
+
+
+# --- evaluation and command line ----------------------------------------------------------------
+
+
+def test_compare_search_reports_both_methods(guard: InferenceGuard, prompts) -> None:
+    critic = _constant_critic(guard.model, 50.0)
+    config = GuardConfig(num_samples=2, num_beams=1, block_size=6, max_new_tokens=12)
+    comparison = compare_search(guard, critic, prompts[:4], config, seed=3, progress=False)
+
+    assert comparison["settings"]["num_samples"] == 2
+    assert comparison["settings"]["prompts"] == 4
+    with_critic = comparison["methods"]["with_critic"]["all"]
+    without_critic = comparison["methods"]["without_critic"]["all"]
+    assert with_critic["responses"] == 4
+    assert without_critic["responses"] == 4
+    assert with_critic["critic_calls_per_response"] > 0
+    assert without_critic["critic_calls_per_response"] == 0
+    harmful = comparison["methods"]["with_critic"]["harmful"]["responses"]
+    benign = comparison["methods"]["with_critic"]["benign"]["responses"]
+    assert harmful + benign == 4
+
+    table = markdown_table(comparison)
+    assert len(table.splitlines()) == 2 + 6
+    assert "| with critic | all (4) |" in table
+
+
+def test_train_critic_command(collected: Path, tmp_path: Path) -> None:
+    status = cli.main(
+        [
+            "train-critic",
+            "--data",
+            str(collected),
+            "--output",
+            str(tmp_path),
+            "--epochs",
+            "2",
+            "--hidden-dims",
+            "8",
+            "--no-progress",
+        ]
+    )
+    assert status == 0
+    critic = load_critic(tmp_path)
+    assert critic.card.hidden_dims == (8,)
+    assert critic.card.cost_model == "letter-cost"
+    assert critic.card.reward_model == "length-reward"
+    assert critic.card.training["data"]["samples_per_prompt"] == 3
+    assert critic.scale > 0
+    assert "auc" in critic.card.metrics["validation"]
+
+
+@pytest.mark.parametrize("command", ["collect-critic-data", "train-critic", "eval-critic"])
+def test_critic_commands_have_help(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "--" in capsys.readouterr().out
