@@ -121,15 +121,26 @@ def detect_process_group() -> ProcessGroup:
     """Return the rank, world size and device of this process.
 
     Uses `accelerate.PartialState` when `accelerate` is installed, else the `RANK` and
-    `WORLD_SIZE` environment variables that `torchrun` sets, else a single process.
+    `WORLD_SIZE` environment variables that `torchrun` and `accelerate launch` set, else a
+    single process.
     """
+    env_rank = int(os.environ.get("RANK", "0"))
+    env_world_size = int(os.environ.get("WORLD_SIZE", "1"))
     try:
         from accelerate import PartialState
     except ImportError:
-        rank = int(os.environ.get("RANK", "0"))
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        return ProcessGroup(rank=rank, world_size=world_size)
-    state = PartialState()
+        return ProcessGroup(rank=env_rank, world_size=env_world_size)
+
+    # PartialState detects several CPU processes only when told it runs on the CPU.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes != env_world_size and env_world_size > 1:
+        logger.warning(
+            "accelerate reports %d process(es) but WORLD_SIZE=%d; using RANK=%d of WORLD_SIZE",
+            state.num_processes,
+            env_world_size,
+            env_rank,
+        )
+        return ProcessGroup(rank=env_rank, world_size=env_world_size)
     device = str(state.device) if state.num_processes > 1 else None
     return ProcessGroup(rank=state.process_index, world_size=state.num_processes, device=device)
 
@@ -474,10 +485,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--dtype", default="float32", help="Base model weight dtype (default: float32)."
     )
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    parser.add_argument(
+        "--num-threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: torch's choice). On a machine shared with other "
+        "jobs, 1 thread per process can be much faster than contended threads.",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Collect critic data with the default cost and reward models."""
+    if args.num_threads is not None:
+        torch.set_num_threads(args.num_threads)
     group = detect_process_group()
     device = args.device or group.device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = CollectionSettings(

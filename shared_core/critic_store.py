@@ -223,7 +223,7 @@ def write_setup(folder: Path, setup: dict[str, Any]) -> None:
             )
             raise ValueError(msg)
         return
-    temporary = folder / f".{SETUP_FILE}.tmp"
+    temporary = folder / f".{SETUP_FILE}.{os.getpid()}.tmp"  # processes may race here
     temporary.write_text(json.dumps(setup, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(temporary, path)
 
