@@ -384,7 +384,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s).",
     )
     parser.add_argument(
-        "--threads", type=int, help="Torch CPU threads (default: torch's own choice)."
+        "--threads",
+        type=int,
+        default=1,
+        help="Torch CPU threads (default: 1, so that timings do not depend on other load on the "
+        "machine; raise it on a dedicated machine).",
     )
     parser.add_argument(
         "--profile",
@@ -403,8 +407,10 @@ def run(args: argparse.Namespace) -> int:
     if per_kind < 1:
         print(f"Invalid --num-prompts {per_kind}: must be at least 1.", file=sys.stderr)
         return 2
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    if args.threads < 1:
+        print(f"Invalid --threads {args.threads}: must be at least 1.", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
 
     settings = BaselineSettings(
         lagrange_multiplier=args.lagrange_multiplier,

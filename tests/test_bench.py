@@ -293,7 +293,11 @@ def test_command_line_rejects_critic_method_without_critic(tiny_lm, tmp_path, mo
     assert "need a critic" in capsys.readouterr().err
 
 
-def test_command_line_rejects_zero_prompts(tmp_path, capsys):
-    args = _parse(["--num-prompts", "0", "--out", str(tmp_path)])
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [("--num-prompts", "Invalid --num-prompts 0"), ("--threads", "Invalid --threads 0")],
+)
+def test_command_line_rejects_zero(tmp_path, capsys, option, message):
+    args = _parse([option, "0", "--out", str(tmp_path)])
     assert bench.run(args) == 2
-    assert "Invalid --num-prompts 0" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
