@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.resources
+import logging
 import sys
 import textwrap
 import time
@@ -25,10 +26,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 from shared_core.chat_cli import describe_report, load_guard
 from shared_core.config import GuardConfig
 from shared_core.result import GuaranteeReport, SearchStats
+from shared_core.scoring import CostModel
 
 if TYPE_CHECKING:
     from shared_core.data.prompts import PromptRecord
     from shared_core.engine import InferenceGuard
+
+logger = logging.getLogger(__name__)
 
 SOURCE_LABELS = {
     "advbench": "AdvBench",
@@ -93,7 +97,10 @@ class DemoPrompt:
 
 @dataclass
 class DemoAnswer:
-    """The guarded and the plain response to one prompt through one adapter."""
+    """The guarded and the plain response to one prompt through one adapter, with verdicts.
+
+    The judge scores are `None` when the demo runs without an independent judge.
+    """
 
     adapter: str
     prompt: DemoPrompt
@@ -103,6 +110,13 @@ class DemoAnswer:
     plain_text: str
     plain_cost: float
     plain_seconds: float
+    refusal: bool = False
+    """Whether the guarded answer is exactly the configured refusal text."""
+
+    judge_name: str | None = None
+    judge_threshold: float | None = None
+    guard_judge_score: float | None = None
+    plain_judge_score: float | None = None
 
     @property
     def plain_unsafe(self) -> bool:
@@ -110,9 +124,40 @@ class DemoAnswer:
         return self.plain_cost > self.report.budget
 
     @property
+    def guard_judge_unsafe(self) -> bool | None:
+        """Whether the judge flags the guarded answer; `None` without a judge."""
+        return _over(self.guard_judge_score, self.judge_threshold)
+
+    @property
+    def plain_judge_unsafe(self) -> bool | None:
+        """Whether the judge flags the plain response; `None` without a judge."""
+        return _over(self.plain_judge_score, self.judge_threshold)
+
+    @property
+    def guard_text_shown(self) -> bool:
+        """Whether the guarded answer may be printed.
+
+        The refusal text always may. Any other answer needs the judge's safe verdict, because a
+        certified answer is safe only with respect to the cost model, which can miss harm.
+        Without a judge, answers to benign prompts are printed and answers to harmful prompts
+        are not.
+        """
+        if self.refusal:
+            return True
+        if self.guard_judge_unsafe is None:
+            return not self.prompt.harmful
+        return not self.guard_judge_unsafe
+
+    @property
     def plain_text_shown(self) -> bool:
-        """Whether the plain response may be printed: a benign prompt and a safe verdict."""
-        return not self.prompt.harmful and not self.plain_unsafe
+        """Whether the plain response may be printed: a benign prompt, and nothing flags it."""
+        return not self.prompt.harmful and not self.plain_unsafe and not self.plain_judge_unsafe
+
+
+def _over(score: float | None, threshold: float | None) -> bool | None:
+    if score is None or threshold is None:
+        return None
+    return score > threshold
 
 
 @dataclass
@@ -178,17 +223,37 @@ def run_demo(
     with step("Loading the embedded models (the first run converts SmolLM2-135M-Instruct once)"):
         config = GuardConfig(max_new_tokens=size.max_new_tokens, seed=seed)
         guard = load_guard(config, guard_factory)
-    _print_setup(out, guard)
+        judge = load_judge()
+    _print_setup(out, guard, judge)
 
     answers: list[DemoAnswer] = []
     with step(f"Part 1: {LANGCHAIN} (ChatPromptTemplate | ChatInferenceGuard | StrOutputParser)"):
-        answers += run_langchain(guard, langchain_prompts, out=out, seed=seed)
+        answers += run_langchain(guard, langchain_prompts, out=out, seed=seed, judge=judge)
 
     with step(f"Part 2: {LLAMAINDEX} over the bundled documents (InferenceGuardLLM)"):
-        answers += run_llamaindex(guard, llamaindex_prompts, out=out, seed=seed)
+        answers += run_llamaindex(guard, llamaindex_prompts, out=out, seed=seed, judge=judge)
 
     print_summary(out, answers, seconds=time.perf_counter() - started)
     return answers
+
+
+def load_judge() -> CostModel | None:
+    """Return the independent judge shipped for evaluation, or `None` if it is missing.
+
+    The search never uses the judge. The demo uses it only to decide which model outputs may be
+    printed, so that an answer the cost model misses is withheld instead of shown.
+    """
+    try:
+        from shared_core.judge import load_default_judge
+
+        return load_default_judge()
+    except (FileNotFoundError, ImportError) as error:
+        logger.warning(
+            "No independent judge (%s); answers to harmful prompts are printed only when they "
+            "are the refusal text.",
+            error,
+        )
+        return None
 
 
 # --- prompts --------------------------------------------------------------------------------
@@ -227,15 +292,23 @@ def to_demo_prompt(record: PromptRecord) -> DemoPrompt:
 
 
 def run_langchain(
-    guard: InferenceGuard, prompts: Sequence[DemoPrompt], *, out: TextIO, seed: int
+    guard: InferenceGuard,
+    prompts: Sequence[DemoPrompt],
+    *,
+    out: TextIO,
+    seed: int,
+    judge: CostModel | None = None,
 ) -> list[DemoAnswer]:
-    """Answer `prompts` with `ChatPromptTemplate | ChatInferenceGuard | StrOutputParser`."""
+    """Answer `prompts` with `ChatPromptTemplate | ChatInferenceGuard | StrOutputParser`.
+
+    `judge`, an independent safety classifier, decides with the cost model which model outputs
+    may be printed (see `DemoAnswer`); `None` runs without it.
+    """
     from langchain_core.callbacks import BaseCallbackHandler
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
 
-    from langchain_inferenceguard import ChatInferenceGuard
-    from langchain_inferenceguard._messages import convert_messages
+    from langchain_inferenceguard import ChatInferenceGuard, convert_messages
 
     recorder = _Recorder()
 
@@ -269,6 +342,7 @@ def run_langchain(
             recorder.reports[-1],
             guard_seconds,
             seed=seed,
+            judge=judge,
         )
         print_answer(out, answer)
         answers.append(answer)
@@ -276,9 +350,17 @@ def run_langchain(
 
 
 def run_llamaindex(
-    guard: InferenceGuard, prompts: Sequence[DemoPrompt], *, out: TextIO, seed: int
+    guard: InferenceGuard,
+    prompts: Sequence[DemoPrompt],
+    *,
+    out: TextIO,
+    seed: int,
+    judge: CostModel | None = None,
 ) -> list[DemoAnswer]:
-    """Answer `prompts` with a LlamaIndex query engine over the bundled documents."""
+    """Answer `prompts` with a LlamaIndex query engine over the bundled documents.
+
+    `judge` works as in `run_langchain`.
+    """
     from llama_index.core import VectorStoreIndex
 
     from llamaindex_inferenceguard import InferenceGuardLLM
@@ -310,6 +392,7 @@ def run_llamaindex(
                 recorder.reports[-1],
                 guard_seconds,
                 seed=seed,
+                judge=judge,
             )
             print_answer(out, answer)
             answers.append(answer)
@@ -374,10 +457,16 @@ def _compare(
     guard_seconds: float,
     *,
     seed: int,
+    judge: CostModel | None,
 ) -> DemoAnswer:
+    """Decode `messages` without the guard, then score both responses with the judge."""
+    from shared_core.chat import prompt_text
+
     started = time.perf_counter()
     plain_text, plain_cost = plain_decode(guard, messages, seed=seed)
-    return DemoAnswer(
+    plain_seconds = time.perf_counter() - started
+
+    answer = DemoAnswer(
         adapter=adapter,
         prompt=prompt,
         guard_text=guard_text,
@@ -385,8 +474,17 @@ def _compare(
         guard_seconds=guard_seconds,
         plain_text=plain_text,
         plain_cost=plain_cost,
-        plain_seconds=time.perf_counter() - started,
+        plain_seconds=plain_seconds,
+        refusal=guard_text.strip() == guard.config.refusal_text.strip(),
     )
+    if judge is not None:
+        x = prompt_text(messages)
+        guard_score, plain_score = judge.score([x, x], [guard_text, plain_text])
+        answer.judge_name = judge.name
+        answer.judge_threshold = float(judge.threshold)
+        answer.guard_judge_score = float(guard_score)
+        answer.plain_judge_score = float(plain_score)
+    return answer
 
 
 def plain_decode(
@@ -455,16 +553,22 @@ class _Steps:
         self.out.flush()
 
 
-def _print_setup(out: TextIO, guard: InferenceGuard) -> None:
+def _print_setup(out: TextIO, guard: InferenceGuard, judge: CostModel | None) -> None:
     config = guard.config
     critic = getattr(guard.critic, "name", None) or "none"
+    judge_line = (
+        f"  independent judge {judge.name!r} (evaluation only, never used by the search): "
+        "model output is printed only when neither it nor the cost model flags it\n"
+        if judge is not None
+        else "  no independent judge: answers to harmful prompts are printed only as refusals\n"
+    )
     out.write(
         f"  model {guard.model_name}; cost model {guard.cost_model.name!r} at budget "
         f"{guard.budget:.4g}; critic {critic}\n"
         f"  search: blocks of {config.block_size} tokens, {config.num_samples} candidates, "
         f"{config.num_beams} beams, fast path {'on' if config.fast_path else 'off'}, at most "
         f"{config.max_new_tokens} new tokens, temperature {config.temperature}, seed "
-        f"{config.seed}\n"
+        f"{config.seed}\n" + judge_line
     )
     out.flush()
 
@@ -480,28 +584,63 @@ def _print_prompt_header(
 
 
 def print_answer(out: TextIO, answer: DemoAnswer) -> None:
-    """Print the guarded answer with its report, and the plain response or its verdict."""
-    report = answer.report
-    out.write(_block("InferenceGuard", answer.guard_text or "(empty)"))
-    out.write(_block("", f"[{describe_report(report, answer.guard_seconds)}]"))
+    """Print the guarded answer with its report, and the plain response or its verdict.
 
-    verdict = (
-        f"cost {answer.plain_cost:.4g} {'>' if answer.plain_unsafe else '<='} budget "
-        f"{report.budget:.4g}: {'UNSAFE' if answer.plain_unsafe else 'safe'} according to "
-        f"cost model {report.cost_model!r}; {answer.plain_seconds:.1f} s"
-    )
+    A response that may not be printed (see `DemoAnswer`) shows its length and the reason.
+    """
+    report = answer.report
+    if answer.guard_text_shown:
+        out.write(_block("InferenceGuard", answer.guard_text or "(empty)"))
+    else:
+        out.write(
+            _block(
+                "InferenceGuard",
+                f"(text withheld, {_withheld_reason(answer, answer.guard_judge_unsafe)}: "
+                f"{len(answer.guard_text)} characters)",
+            )
+        )
+    guard_line = describe_report(report, answer.guard_seconds)
+    judge_verdict = _judge_verdict(answer, answer.guard_judge_score)
+    out.write(_block("", f"[{guard_line}{judge_verdict}]"))
+
     if answer.plain_text_shown:
         out.write(_block("Plain decoding", answer.plain_text or "(empty)"))
     else:
-        reason = "a harmful prompt" if answer.prompt.harmful else "flagged by the cost model"
+        reason = _withheld_reason(answer, answer.plain_judge_unsafe, plain=True)
         out.write(
             _block(
                 "Plain decoding",
                 f"(text withheld, {reason}: {len(answer.plain_text)} characters)",
             )
         )
+    verdict = (
+        f"cost {answer.plain_cost:.4g} {'>' if answer.plain_unsafe else '<='} budget "
+        f"{report.budget:.4g}: {'UNSAFE' if answer.plain_unsafe else 'safe'} according to "
+        f"cost model {report.cost_model!r}{_judge_verdict(answer, answer.plain_judge_score)}; "
+        f"{answer.plain_seconds:.1f} s"
+    )
     out.write(_block("", f"[{verdict}]"))
     out.flush()
+
+
+def _withheld_reason(answer: DemoAnswer, judge_unsafe: bool | None, *, plain: bool = False) -> str:
+    if plain and answer.prompt.harmful:
+        return "a harmful prompt"
+    if plain and answer.plain_unsafe:
+        return "flagged by the cost model"
+    if judge_unsafe:
+        return "flagged by the independent judge"
+    return "a harmful prompt, and no independent judge to check the answer"
+
+
+def _judge_verdict(answer: DemoAnswer, score: float | None) -> str:
+    if score is None or answer.judge_threshold is None:
+        return ""
+    flagged = score > answer.judge_threshold
+    return (
+        f"; judge {answer.judge_name!r}: {'UNSAFE' if flagged else 'safe'} "
+        f"({score:.3g} {'>' if flagged else '<='} {answer.judge_threshold:.3g})"
+    )
 
 
 def print_summary(out: TextIO, answers: Sequence[DemoAnswer], *, seconds: float) -> None:
@@ -513,7 +652,7 @@ def print_summary(out: TextIO, answers: Sequence[DemoAnswer], *, seconds: float)
     out.write("\n")
     header = (
         f"  {'':<25}{'kind':<9}{'prompts':>8}{'certified':>11}{'fallback':>10}"
-        f"{'plain unsafe':>14}{'guard s':>9}{'plain s':>9}\n"
+        f"{'judge flags':>13}{'plain unsafe':>14}{'guard s':>9}{'plain s':>9}\n"
     )
     out.write(header)
     for adapter in (LANGCHAIN, LLAMAINDEX):
@@ -525,12 +664,15 @@ def print_summary(out: TextIO, answers: Sequence[DemoAnswer], *, seconds: float)
                 f"  {adapter:<25}{kind:<9}{len(group):>8}"
                 f"{sum(a.report.certified for a in group):>11}"
                 f"{sum(a.report.fallback is not None for a in group):>10}"
+                f"{_count_flags(a.guard_judge_unsafe for a in group):>13}"
                 f"{sum(a.plain_unsafe for a in group):>14}"
                 f"{_mean(a.guard_seconds for a in group):>9.1f}"
                 f"{_mean(a.plain_seconds for a in group):>9.1f}\n"
             )
     out.write(
-        "  Certified means: safe with respect to the cost model above at its budget, no more.\n"
+        "  certified: safe with respect to the cost model above at its budget, and no more.\n"
+        "  judge flags: guarded answers that the independent judge scores unsafe.\n"
+        "  plain unsafe: plain responses that the cost model scores over the budget.\n"
         f"Finished in {seconds:.0f} s.\n"
     )
     out.flush()
@@ -548,6 +690,13 @@ def _block(title: str, text: str) -> str:
     first = f"  {title:<16}" + lines[0]
     rest = [indent + line for line in lines[1:]]
     return "\n".join([first, *rest]) + "\n"
+
+
+def _count_flags(flags: Iterable[bool | None]) -> str:
+    values = list(flags)
+    if any(flag is None for flag in values):
+        return "n/a"
+    return str(sum(bool(flag) for flag in values))
 
 
 def _mean(values: Iterable[float]) -> float:

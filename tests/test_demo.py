@@ -116,6 +116,52 @@ def test_benign_prompt_unsafe_plain_text_withheld():
     assert not answer.plain_text_shown
 
 
+def word_judge(word: str) -> CallableCostModel:
+    """Return an independent judge that flags any response containing `word`."""
+    return CallableCostModel(
+        lambda prompt, response: float(word in response), threshold=0.5, name="keyword-judge"
+    )
+
+
+def test_judge_flag_withholds_certified_answer():
+    guard = forced_guard(SAFE_OUTPUT)
+    out = io.StringIO()
+
+    (answer,) = run_langchain(guard, [BENIGN], out=out, seed=0, judge=word_judge("Hello"))
+    printed = out.getvalue()
+
+    assert answer.report.certified
+    assert answer.guard_judge_unsafe
+    assert not answer.guard_text_shown
+    assert "Hello" not in printed
+    assert printed.count("(text withheld, flagged by the independent judge:") == 2
+    assert "judge 'keyword-judge': UNSAFE (1 > 0.5)" in " ".join(printed.split())
+
+
+def test_harmful_certified_answer_needs_judge():
+    guard = forced_guard(SAFE_OUTPUT)
+
+    (without_judge,) = run_langchain(guard, [HARMFUL], out=io.StringIO(), seed=0)
+    out = io.StringIO()
+    (with_judge,) = run_langchain(guard, [HARMFUL], out=out, seed=0, judge=word_judge("bomb"))
+
+    assert without_judge.report.certified
+    assert not without_judge.guard_text_shown
+    assert with_judge.guard_text_shown
+    assert f"InferenceGuard  {SAFE_OUTPUT}" in out.getvalue()
+    assert "(text withheld, a harmful prompt:" in out.getvalue()  # the plain response
+    assert HARMFUL_MARKER not in out.getvalue()
+
+
+def test_refusal_shown_without_judge():
+    guard = forced_guard(UNSAFE_OUTPUT)
+
+    (answer,) = run_langchain(guard, [HARMFUL], out=io.StringIO(), seed=0)
+
+    assert answer.refusal
+    assert answer.guard_text_shown
+
+
 def test_plain_decode_matches_cost_model():
     guard = forced_guard(UNSAFE_OUTPUT)
 
@@ -154,7 +200,8 @@ def test_summary_counts_per_adapter_and_kind():
     lines = out.getvalue().splitlines()
 
     harmful_row = next(line for line in lines if "LangChain chain" in line and "harmful" in line)
-    assert harmful_row.split()[3:7] == ["1", "0", "1", "1"]  # prompts, certified, fallback, unsafe
+    # prompts, certified, fallback, judge flags (no judge here), plain unsafe
+    assert harmful_row.split()[3:8] == ["1", "0", "1", "n/a", "1"]
     assert "budget 0.5" in lines[1]
     assert lines[-1] == "Finished in 12 s."
 
@@ -202,7 +249,8 @@ def test_llamaindex_part_on_bundled_documents():
     assert [a.report.certified for a in answers] == [True, True]
     assert HARMFUL_MARKER not in printed
     assert "How long should a burn be cooled?" in printed
-    assert printed.count(SAFE_OUTPUT) == 3  # harmful: guarded only; question: both
+    # Without a judge the certified answer to the harmful prompt is withheld too.
+    assert printed.count(SAFE_OUTPUT) == 2
 
 
 def test_recorder_captures_query_engine_messages():
