@@ -23,9 +23,9 @@ from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChat
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel, Field
-from tiny_models import make_forced_model, make_scripted_model, make_tiny_lm
+from tiny_models import make_forced_model, make_scripted_model, make_tiny_lm, make_tokenizer
 
-from llamaindex_inferenceguard import InferenceGuardLLM
+from llamaindex_inferenceguard import InferenceGuardLLM, MiniLMEmbedding
 from llamaindex_inferenceguard._messages import (
     ToolTextStream,
     to_engine_messages,
@@ -673,3 +673,63 @@ async def test_concurrent_achat_overlap_and_loop_ticks():
     assert "tick" in recorder.names[2:first_end]
     assert first.additional_kwargs["certified"] is True
     assert second.additional_kwargs["certified"] is True
+
+
+# --- embeddings ------------------------------------------------------------------------------
+
+
+def tiny_sentence_encoder():
+    from transformers import BertConfig, BertModel
+
+    from shared_core.encoders import SentenceEncoder
+
+    tokenizer = make_tokenizer()
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return SentenceEncoder(BertModel(config), tokenizer, name="tiny-bert", batch_size=2)
+
+
+async def test_embedding_batches_match_single_texts():
+    embedding = MiniLMEmbedding(encoder=tiny_sentence_encoder())
+    texts = ["a cat", "the quick brown fox jumps", "bake for twenty minutes"]
+
+    batch = embedding.get_text_embedding_batch(texts)
+    single = [embedding.get_text_embedding(text) for text in texts]
+    query = embedding.get_query_embedding(texts[1])
+    async_batch = await embedding.aget_text_embedding_batch(texts)
+    async_query = await embedding.aget_query_embedding(texts[1])
+
+    assert [len(vector) for vector in batch] == [16, 16, 16]
+    for vector, alone, async_vector in zip(batch, single, async_batch, strict=True):
+        assert vector == pytest.approx(alone, abs=1e-5)
+        assert async_vector == pytest.approx(vector, abs=1e-5)
+    assert query == pytest.approx(batch[1], abs=1e-5)
+    assert async_query == pytest.approx(query, abs=1e-5)
+    assert sum(value * value for value in batch[0]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_embedding_constructor_loads_nothing():
+    embedding = MiniLMEmbedding(embed_batch_size=4)
+
+    assert embedding._encoder is None
+    assert embedding.model_name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert MiniLMEmbedding.class_name() == "MiniLMEmbedding"
+
+
+@pytest.mark.integration
+def test_minilm_embedding_ranks_related_text():
+    embedding = MiniLMEmbedding()
+
+    cat, kitten, market = embedding.get_text_embedding_batch(
+        ["A cat sleeps on the sofa.", "A kitten naps on the couch.", "Stock markets fell today."]
+    )
+
+    assert len(cat) == 384
+    assert embedding.similarity(cat, kitten) > embedding.similarity(cat, market) + 0.3
