@@ -2,8 +2,8 @@
 
 LlamaIndex ships no standard test suite for LLM integrations. This module checks the contract
 that its query engines, agents and callbacks rely on: the same text from every entry point,
-streamed deltas, instrumentation events, token counting, stop sequences and an agent round
-trip.
+streamed deltas, instrumentation events, token counting, stop sequences, an agent round trip
+and a query engine on the embedded default models.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
@@ -283,3 +284,39 @@ async def test_function_agent_round_trip(streaming):
     messages = await memory.aget_all()
     tool_messages = [message for message in messages if message.role == MessageRole.TOOL]
     assert [message.content for message in tool_messages] == ["42"]
+
+
+# --- query engine on the embedded default (integration) --------------------------------------
+
+DOCUMENTS = [
+    "The Lumen river flows through the town of Arden and freezes every January.",
+    "Arden's bakery sells rye bread and honey cakes every morning.",
+    "The town library of Arden opens at nine and closes at five.",
+]
+
+
+@pytest.mark.integration
+def test_query_engine_answers_through_guard(recorder):
+    from llamaindex_inferenceguard.embeddings import MiniLMEmbedding
+
+    llm = InferenceGuardLLM.from_defaults(
+        config=GuardConfig.preset("fast"), max_new_tokens=24, seed=0
+    )
+    index = VectorStoreIndex.from_documents(
+        [Document(text=text) for text in DOCUMENTS], embed_model=MiniLMEmbedding()
+    )
+    engine = index.as_query_engine(llm=llm, similarity_top_k=1)
+
+    response = engine.query("When does the river freeze?")
+
+    assert InferenceGuardLLM().guard is llm.guard
+    assert "Lumen river" in response.source_nodes[0].node.get_content()
+    ends = [event for event in recorder.events if isinstance(event, LLMChatEndEvent)]
+    assert len(ends) == 1
+    answer = ends[0].response
+    assert str(response).strip() == answer.message.content.strip()
+    assert answer.raw["report"]["cost_model"] == llm.guard.cost_model.name
+    if answer.additional_kwargs["certified"]:
+        assert answer.raw["report"]["final_cost"] <= answer.raw["report"]["budget"]
+    else:
+        assert answer.additional_kwargs["finish_reason"] == "content_filter"
