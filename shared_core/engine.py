@@ -428,8 +428,9 @@ class InferenceGuard:
     ) -> GuardChunk:
         """Build the last chunk: the rest of the answer or of the fallback, usage and report.
 
-        `usage.completion_tokens` is the token count of the whole returned text encoded alone,
-        so for a refusal it counts any committed text, the separator and the refusal text.
+        `usage.completion_tokens` counts the tokens the model generated for the returned
+        candidate (at most `max_new_tokens`). For a refusal, which the model did not generate,
+        it is the token count of the returned text encoded alone.
 
         Raises:
             SafetyViolationError: With `fallback="raise"` when there is no certified answer.
@@ -451,6 +452,7 @@ class InferenceGuard:
             report.final_cost = outcome.final_cost
             report.min_safety_state = answer.safety.min_z
             text = answer.text
+            completion_tokens = len(answer.tokens)
             finish_reason = answer.finish_reason or "length"
         else:
             report.fallback = config.fallback
@@ -466,9 +468,11 @@ class InferenceGuard:
                 raise SafetyViolationError(msg, report, partial_text=committed)
             if config.fallback == "best_effort" and best is not None:
                 text = best.text
+                completion_tokens = len(best.tokens)
                 report.min_safety_state = best.safety.min_z
             else:
                 text = committed + (REFUSAL_SEPARATOR if committed else "") + config.refusal_text
+                completion_tokens = self.lm.count_text_tokens(text)
             logger.info(
                 "Fallback %r used (%s) with respect to cost model %r.",
                 config.fallback,
@@ -477,9 +481,7 @@ class InferenceGuard:
             )
 
         assert text.startswith(committed), "returned text must extend the streamed text"
-        usage = Usage(
-            prompt_tokens=prompt_tokens, completion_tokens=self.lm.count_text_tokens(text)
-        )
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         return GuardChunk(
             text=text[len(committed) :],
             finish_reason=finish_reason,  # type: ignore[arg-type]
