@@ -118,7 +118,7 @@ def load_base_model(
         model, tokenizer = _load_pretrained(folder)
 
     _fix_special_tokens(model, tokenizer)
-    model = model.to(device=device, dtype=torch_dtype).eval()
+    model = model.to(device=device, dtype=torch_dtype).eval()  # type: ignore[call-arg]
     model.name_or_path = BASE_MODEL_NAME
     model.config._name_or_path = BASE_MODEL_NAME
     return model, tokenizer
@@ -171,7 +171,7 @@ def _convert_gguf(gguf_path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizer
     )
     # The weights are de-quantized already, but save_pretrained raises while the GGUF quantizer
     # is attached because GgufHfQuantizer.is_serializable() is False (transformers 5.25).
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config._name_or_path = BASE_MODEL_NAME

@@ -22,7 +22,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -399,7 +399,7 @@ def fit_platt(logits: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> t
 # --- metrics --------------------------------------------------------------------------------
 
 
-def auc(labels: Sequence[float] | torch.Tensor, scores: Sequence[float] | torch.Tensor) -> float:
+def auc(labels: Iterable[float] | torch.Tensor, scores: Iterable[float] | torch.Tensor) -> float:
     """Return the ROC AUC: the chance that a random unsafe pair outscores a random safe one.
 
     Ties count one half. Returns NaN when only one class is present.
@@ -439,8 +439,8 @@ def choose_threshold(labels: torch.Tensor, probabilities: torch.Tensor) -> float
 
 
 def binary_metrics(
-    labels: Sequence[float] | torch.Tensor,
-    probabilities: Sequence[float] | torch.Tensor,
+    labels: Iterable[float] | torch.Tensor,
+    probabilities: Iterable[float] | torch.Tensor,
     threshold: float,
     *,
     bins: int = 10,

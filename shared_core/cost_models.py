@@ -42,6 +42,10 @@ class HarmHead(torch.nn.Module):
         dropout: Dropout rate on the input and the hidden layer during training.
     """
 
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+    platt: torch.Tensor
+
     def __init__(
         self, num_layers: int, dimension: int, hidden_size: int = 256, dropout: float = 0.2
     ) -> None:

@@ -213,8 +213,10 @@ def build_rho_pairs(
 
         pool = refusals_by_split.get(split_of(harmful_q), [])
         if pool:
-            refusal = rng.choice(pool)
-            pairs.append(SafetyPair(harmful_q, refusal, False, source, "harmful_prompt_refusal"))
+            refusal_text = rng.choice(pool)
+            pairs.append(
+                SafetyPair(harmful_q, refusal_text, False, source, "harmful_prompt_refusal")
+            )
         if split_of(benign_q) == split_of(harmful_q):
             pairs.append(
                 SafetyPair(benign_q, harmful_a, True, source, "benign_prompt_harmful_answer")
