@@ -309,3 +309,26 @@ def test_fit_platt_recovers_scaling() -> None:
 
     assert slope == pytest.approx(0.5, abs=0.1)
     assert intercept == pytest.approx(-1.0, abs=0.15)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def test_cli_parses_training_options() -> None:
+    from shared_core.cli import build_parser
+
+    args = build_parser("train-cost-model").parse_args(
+        ["train-cost-model", "--skip-judge", "--toxicity-samples", "200", "--epochs", "5"]
+    )
+
+    assert args.skip_judge
+    assert args.toxicity_samples == 200
+    assert args.epochs == 5
+    assert args.prefix_augmentation is False
+    assert args.output == DEFAULT_COST_MODEL_DIR
+
+
+def test_cli_rejects_skipping_both() -> None:
+    from shared_core.cli import main
+
+    assert main(["train-cost-model", "--skip-judge", "--skip-cost-model"]) == 2
