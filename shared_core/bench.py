@@ -72,11 +72,11 @@ class BenchSize:
     max_new_tokens: int
 
 
-QUICK = BenchSize(prompts_per_kind=6, max_new_tokens=32)
-"""`--quick`: sized to finish in under 10 minutes on a 2-core CPU with the default models."""
+QUICK = BenchSize(prompts_per_kind=3, max_new_tokens=24)
+"""`--quick`: a smoke-sized run of every method, a few minutes on a CPU with the default models."""
 
-FULL = BenchSize(prompts_per_kind=50, max_new_tokens=96)
-"""The full size: about 20 times the quick run's work."""
+FULL = BenchSize(prompts_per_kind=50, max_new_tokens=64)
+"""The full size: about 17 times the prompts and 2.7 times the tokens of `--quick`."""
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -504,31 +504,28 @@ def command_line(args: argparse.Namespace) -> str:
 def load_default_setup(
     *, critic_path: Path | None, use_critic: bool, max_new_tokens: int
 ) -> tuple[InferenceGuard, Any]:
-    """Load the embedded base model, cost model, reward model, critic and judge."""
-    from shared_core.critic import load_critic, load_default_critic
-    from shared_core.defaults import (
-        load_base_model,
-        load_default_cost_model,
-        load_default_judge,
-        load_default_reward_model,
-    )
+    """Load the embedded defaults: base model, cost model, reward proxy, critic and judge.
+
+    Without `critic_path`, the critic shipped for the base model is used when there is one.
+    """
+    from shared_core.critic import load_critic
+    from shared_core.defaults import load_default_guard, load_default_judge
     from shared_core.engine import InferenceGuard
 
-    model, tokenizer = load_base_model()
-    critic = None
-    if use_critic:
-        try:
-            critic = load_critic(critic_path, model) if critic_path else load_default_critic(model)
-        except FileNotFoundError as error:
-            logger.warning("Running without a critic: %s", error)
-    guard = InferenceGuard(
-        model,
-        tokenizer,
-        load_default_cost_model(),
-        load_default_reward_model(),
-        critic=cast("Critic | None", critic),
-        config=GuardConfig(max_new_tokens=max_new_tokens),
-    )
+    config = GuardConfig(max_new_tokens=max_new_tokens)
+    if not use_critic or critic_path is None:
+        guard = load_default_guard(config, critic="default" if use_critic else None)
+    else:
+        plain = load_default_guard(config, critic=None)
+        guard = InferenceGuard(
+            plain.model,
+            plain.tokenizer,
+            plain.cost_model,
+            plain.reward_model,
+            critic=cast("Critic", load_critic(critic_path, plain.model)),
+            config=config,
+            model_name=plain.model_name,
+        )
     return guard, load_default_judge()
 
 

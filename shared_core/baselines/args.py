@@ -113,18 +113,18 @@ class ARGS(DecodingMethod):
             stats.candidates_sampled += len(candidates)
 
             if token in lm.eos_token_ids:
-                return self.output(text, "stop")
+                return self.output(text, "stop", tokens)
             tokens.append(token)
             text = texts[choice]
             if stop_strings:
                 cut, stopped = stop_strings.truncate(text)
                 if stopped:
-                    return self.output(cut, "stop")
+                    return self.output(cut, "stop", tokens)
             if len(tokens) >= config.max_new_tokens:
                 break
             with timed(stats, "sampling"):
                 logits, _ = lm.forward_step(cache, torch.tensor([token]))
-        return self.output(text, "length")
+        return self.output(text, "length", tokens)
 
     def _guidance(self, prompt: Prompt, texts: Sequence[str], stats: SearchStats) -> list[float]:
         """Return the guidance score of each candidate text; one scorer call per model."""

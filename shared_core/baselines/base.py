@@ -37,7 +37,8 @@ class MethodOutput:
     Attributes:
         text: The returned text (the refusal text when the method fell back).
         finish_reason: `"stop"`, `"length"` or `"content_filter"` (the refusal fallback).
-        completion_tokens: Tokens of `text` encoded alone, counted as the engine counts them.
+        completion_tokens: Tokens the model generated for `text`, or for a refusal, which the
+            model did not generate, the tokens of `text` encoded alone (as the engine counts).
         fallback: Whether the method returned its refusal fallback.
         certified: Whether the method itself checked the exact returned text with the cost
             model and found it within the budget. Methods that do not check the returned text
@@ -66,6 +67,8 @@ class MethodOutput:
                 "cost_calls": self.stats.cost_calls,
                 "reward_calls": self.stats.reward_calls,
                 "critic_calls": self.stats.critic_calls,
+                "fast_path_blocks": self.stats.fast_path_blocks,
+                "branched": self.stats.branched,
                 "seconds": dict(self.stats.seconds),
             },
         }
@@ -144,18 +147,26 @@ class DecodingMethod:
         """The request's stop strings."""
         return StopStrings(self.config.stop)
 
-    def output(self, text: str, finish_reason: str | None, **changes: Any) -> MethodOutput:
-        """Return a `MethodOutput` for `text`, counting its tokens as the engine does."""
+    def output(
+        self, text: str, finish_reason: str | None, tokens: Sequence[int], **changes: Any
+    ) -> MethodOutput:
+        """Return a `MethodOutput` for `text`, which the model generated as `tokens`."""
         return MethodOutput(
             text=text,
             finish_reason=finish_reason or "length",
-            completion_tokens=self.lm.count_text_tokens(text),
+            completion_tokens=len(tokens),
             **changes,
         )
 
     def refusal(self) -> MethodOutput:
         """Return the refusal fallback of the settings, as the engine's `refuse` policy does."""
-        return self.output(self.config.refusal_text, "content_filter", fallback=True)
+        text = self.config.refusal_text
+        return MethodOutput(
+            text=text,
+            finish_reason="content_filter",
+            completion_tokens=self.lm.count_text_tokens(text),
+            fallback=True,
+        )
 
     def costs(self, prompt: Prompt, texts: Sequence[str], stats: SearchStats) -> list[float]:
         """Return the cost model's score of each text.

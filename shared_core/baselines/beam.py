@@ -119,7 +119,7 @@ class BlockBeamSearch(DecodingMethod):
                 state = sample.state.select(kept)
 
         best = max(pool, key=lambda beam: beam.score)
-        return self.output(best.text, best.finish_reason)
+        return self.output(best.text, best.finish_reason, best.tokens)
 
     def _score(self, prompt: Prompt, candidates: list[_Beam], stats: SearchStats) -> None:
         texts = [c.text for c in candidates]

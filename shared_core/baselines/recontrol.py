@@ -127,20 +127,20 @@ class REControl(DecodingMethod):
             stats.candidates_sampled += 1
 
             if token in lm.eos_token_ids:
-                return self.output(text, "stop")
+                return self.output(text, "stop", tokens)
             tokens.append(token)
             text = lm.decode(tokens)
             if stop_strings:
                 cut, stopped = stop_strings.truncate(text)
                 if stopped:
-                    return self.output(cut, "stop")
+                    return self.output(cut, "stop", tokens)
             if len(tokens) >= config.max_new_tokens:
                 break
             with timed(stats, "sampling"):
                 _, step_hidden = lm.forward_step(cache, torch.tensor([token]), hidden_layer=layer)
             assert step_hidden is not None
             hidden = step_hidden
-        return self.output(text, "length")
+        return self.output(text, "length", tokens)
 
     def edit(self, hidden: torch.Tensor, z: float) -> torch.Tensor:
         """Return `hidden` after `steps` Adam steps of ascent on the critic's objective.

@@ -38,7 +38,7 @@ class PlainSampling(DecodingMethod):
         self, prompt: Prompt, generator: torch.Generator, stats: SearchStats
     ) -> MethodOutput:
         sample = sample_responses(self, prompt, generator, stats, count=1)
-        return self.output(sample.texts[0], sample.finish_reasons[0])
+        return self.output(sample.texts[0], sample.finish_reasons[0], sample.new_tokens[0])
 
 
 class FilterAfter(DecodingMethod):
@@ -62,7 +62,7 @@ class FilterAfter(DecodingMethod):
             return self.refusal()
         if cost > self.budget:
             return self.refusal()
-        return self.output(text, sample.finish_reasons[0], certified=True)
+        return self.output(text, sample.finish_reasons[0], sample.new_tokens[0], certified=True)
 
 
 class BestOfN(DecodingMethod):
@@ -113,7 +113,7 @@ class BestOfN(DecodingMethod):
             states = [SafetyState.initial(self.budget).advance(cost) for cost in costs]
             scores = augmented_scores(rewards, states, self.config.penalty)
         best = max(range(count), key=lambda index: scores[index])
-        return self.output(sample.texts[best], sample.finish_reasons[best])
+        return self.output(sample.texts[best], sample.finish_reasons[best], sample.new_tokens[best])
 
 
 def sample_responses(
