@@ -242,9 +242,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--markdown", type=Path, default=None, help="Also write the table to this file."
     )
     parser.add_argument(
-        "--no-update-card",
+        "--update-card",
         action="store_true",
-        help="Do not write the results into the critic card.",
+        help="Write the results into the evaluation section of the critic card.",
     )
     parser.add_argument("--device", default="cpu", help="Torch device (default: cpu).")
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
@@ -295,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
             args.markdown.write_text(table + "\n", encoding="utf-8")
 
     evaluation["seconds"] = round(time.perf_counter() - started, 1)
-    if not args.no_update_card:
+    if args.update_card:
         critic.card.evaluation = evaluation
         folder = args.critic if args.critic.is_dir() else args.critic.parent
         card_path = folder / CARD_FILE

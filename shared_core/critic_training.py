@@ -280,8 +280,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output",
         type=Path,
-        default=DEFAULT_CRITIC_DIR,
-        help=f"Folder for critic.safetensors and critic.json (default: {DEFAULT_CRITIC_DIR}).",
+        required=True,
+        help="Folder for critic.safetensors and critic.json. The shipped default critic lives "
+        f"in {DEFAULT_CRITIC_DIR}.",
     )
     parser.add_argument("--name", default="latent-critic", help="Critic name shown in reports.")
     parser.add_argument(
