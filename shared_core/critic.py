@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 CARD_FILE = "critic.json"
 WEIGHTS_FILE = "critic.safetensors"
-CARD_FORMAT = 1
+CARD_FORMAT = 2
 DEFAULT_CRITIC_DIR = Path(__file__).parent / "assets" / "critic"
 
 FINGERPRINT_CONFIG_KEYS = (
@@ -154,6 +154,10 @@ class LatentCritic(nn.Module):
     trunk of `card.hidden_dims` feeds a safety head (a logit for `p_safe`) and a task head
     (`v_task`, standardised with `card.reward_mean` and `card.reward_std`).
 
+    The safety logit also gets a learned linear term in `z / scale`, so logistic regression on
+    the safety state alone is inside the model class and the MLP learns a correction from the
+    hidden state. Without that term the critic ranked held-out rows worse than `z` alone did.
+
     Args:
         card: The critic's settings and metadata. `card.hidden_size` must equal the hidden size
             of the base model's layer `card.layer`.
@@ -177,6 +181,10 @@ class LatentCritic(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.safety_head = nn.Linear(width, 1)
         self.task_head = nn.Linear(width, 1)
+        self.safety_state_logit = nn.Linear(1, 1)
+        with torch.no_grad():
+            self.safety_state_logit.weight.fill_(1.0)
+            self.safety_state_logit.bias.zero_()
         self.eval()
 
     # --- the Critic protocol ------------------------------------------------------------------
@@ -205,11 +213,11 @@ class LatentCritic(nn.Module):
             hidden: Hidden states, shape `(batch, hidden_size)`.
             safety_state: Unnormalised safety states `z`, shape `(batch,)`.
         """
-        features = torch.cat(
-            [self.norm(hidden), (safety_state / self.card.scale).unsqueeze(-1)], dim=-1
-        )
+        normalised_state = (safety_state / self.card.scale).unsqueeze(-1)
+        features = torch.cat([self.norm(hidden), normalised_state], dim=-1)
         trunk = self.trunk(features)
-        return self.safety_head(trunk).squeeze(-1), self.task_head(trunk).squeeze(-1)
+        safety_logit = self.safety_head(trunk) + self.safety_state_logit(normalised_state)
+        return safety_logit.squeeze(-1), self.task_head(trunk).squeeze(-1)
 
     @torch.no_grad()
     def predict(

@@ -112,8 +112,9 @@ def critic_metrics(critic: LatentCritic, examples: CriticExamples) -> dict[str, 
 
     Keys: `auc` and `brier` of `p_safe` and `r2` of `v_task`, over all rows. `auc_not_violated`
     is the AUC over the rows with `z >= 0`, because at `z < 0` the label is 0 by definition,
-    which makes the overall AUC easier. `auc_safety_state_only` is the AUC of `z` itself as a
-    score, a baseline the critic should beat. `rows`, `prompts` and `safe_rate` count the data.
+    which makes the overall AUC easier. `auc_safety_state_only` and
+    `auc_safety_state_only_not_violated` are the same AUCs with `z` itself as the score, a
+    baseline the critic should beat. `rows`, `prompts` and `safe_rate` count the data.
     """
     if len(examples) == 0:
         return {"rows": 0}
@@ -125,6 +126,9 @@ def critic_metrics(critic: LatentCritic, examples: CriticExamples) -> dict[str, 
         "r2": r2_score(v_task, examples.reward),
         "auc_not_violated": roc_auc(p_safe[not_violated], examples.safe[not_violated]),
         "auc_safety_state_only": roc_auc(examples.safety_state, examples.safe),
+        "auc_safety_state_only_not_violated": roc_auc(
+            examples.safety_state[not_violated], examples.safe[not_violated]
+        ),
         "rows": len(examples),
         "prompts": len(set(examples.prompt.tolist())),
         "safe_rate": float(examples.safe.mean()),

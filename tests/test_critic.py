@@ -336,6 +336,7 @@ def test_train_critic_learns_synthetic_signal() -> None:
     metrics = critic.card.metrics["validation"]
     assert metrics["auc"] > 0.85
     assert metrics["auc_not_violated"] > 0.7
+    assert metrics["auc_not_violated"] > metrics["auc_safety_state_only_not_violated"]
     assert metrics["brier"] < 0.2
     assert metrics["r2"] > 0.7
     assert metrics["prompts"] == 20

@@ -229,6 +229,7 @@ def _constant_critic(model: torch.nn.Module, logit: float) -> LatentCritic:
     with torch.no_grad():
         critic.safety_head.weight.zero_()
         critic.safety_head.bias.fill_(logit)
+        critic.safety_state_logit.weight.zero_()
     return critic
 
 
