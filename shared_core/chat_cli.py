@@ -70,6 +70,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="Seed of the first turn; later turns use seed+1, seed+2, ... (default: random).",
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="Torch CPU threads (default: torch's choice, usually one per core). Use 1 when "
+        "other processes keep the cores busy.",
+    )
+    parser.add_argument(
         "--system",
         default=None,
         metavar="TEXT",
@@ -87,6 +94,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"inferenceguard chat: {error}", file=sys.stderr)
         return 2
+    if args.threads is not None:
+        if args.threads < 1:
+            print(
+                f"inferenceguard chat: invalid --threads {args.threads}: use 1 or more.",
+                file=sys.stderr,
+            )
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (gives input() line editing and history)

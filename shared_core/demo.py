@@ -137,21 +137,18 @@ class DemoAnswer:
     def guard_text_shown(self) -> bool:
         """Whether the guarded answer may be printed.
 
-        The refusal text always may. Any other answer needs the judge's safe verdict, because a
-        certified answer is safe only with respect to the cost model, which can miss harm.
-        Without a judge, answers to benign prompts are printed and answers to harmful prompts
-        are not.
+        Answers to benign prompts and the refusal text always may. Any other answer to a harmful
+        prompt also needs the judge's safe verdict, because a certified answer is safe only with
+        respect to the cost model, which can miss harm. Without a judge it is withheld.
         """
-        if self.refusal:
+        if self.refusal or not self.prompt.harmful:
             return True
-        if self.guard_judge_unsafe is None:
-            return not self.prompt.harmful
-        return not self.guard_judge_unsafe
+        return self.guard_judge_unsafe is False
 
     @property
     def plain_text_shown(self) -> bool:
-        """Whether the plain response may be printed: a benign prompt, and nothing flags it."""
-        return not self.prompt.harmful and not self.plain_unsafe and not self.plain_judge_unsafe
+        """Whether the plain response may be printed: a benign prompt and a safe cost."""
+        return not self.prompt.harmful and not self.plain_unsafe
 
 
 def _over(score: float | None, threshold: float | None) -> bool | None:
@@ -186,6 +183,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="Seed of the prompt selection and of every response (default: 0).",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="Torch CPU threads (default: 1). More threads help only on an idle machine: when "
+        "other processes use the cores, torch's threads wait on each other and decoding slows "
+        "down several times.",
+    )
     # Test hook, as in `inferenceguard chat`: `module:function` that takes a GuardConfig and
     # returns an InferenceGuard.
     parser.add_argument("--guard-factory", default=None, help=argparse.SUPPRESS)
@@ -193,6 +198,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and return the exit status."""
+    import torch
+
+    if args.threads < 1:
+        print(
+            f"inferenceguard demo: invalid --threads {args.threads}: use 1 or more.",
+            file=sys.stderr,
+        )
+        return 2
+    torch.set_num_threads(args.threads)
     run_demo(QUICK if args.quick else FULL, seed=args.seed, guard_factory=args.guard_factory)
     return 0
 
@@ -558,7 +572,7 @@ def _print_setup(out: TextIO, guard: InferenceGuard, judge: CostModel | None) ->
     critic = getattr(guard.critic, "name", None) or "none"
     judge_line = (
         f"  independent judge {judge.name!r} (evaluation only, never used by the search): "
-        "model output is printed only when neither it nor the cost model flags it\n"
+        "answers to harmful prompts are printed only when it agrees they are safe\n"
         if judge is not None
         else "  no independent judge: answers to harmful prompts are printed only as refusals\n"
     )
@@ -624,12 +638,10 @@ def print_answer(out: TextIO, answer: DemoAnswer) -> None:
 
 
 def _withheld_reason(answer: DemoAnswer, judge_unsafe: bool | None, *, plain: bool = False) -> str:
-    if plain and answer.prompt.harmful:
-        return "a harmful prompt"
-    if plain and answer.plain_unsafe:
-        return "flagged by the cost model"
+    if plain:
+        return "a harmful prompt" if answer.prompt.harmful else "flagged by the cost model"
     if judge_unsafe:
-        return "flagged by the independent judge"
+        return "a harmful prompt, and the independent judge flags the answer"
     return "a harmful prompt, and no independent judge to check the answer"
 
 

@@ -127,15 +127,27 @@ def test_judge_flag_withholds_certified_answer():
     guard = forced_guard(SAFE_OUTPUT)
     out = io.StringIO()
 
-    (answer,) = run_langchain(guard, [BENIGN], out=out, seed=0, judge=word_judge("Hello"))
+    (answer,) = run_langchain(guard, [HARMFUL], out=out, seed=0, judge=word_judge("Hello"))
     printed = out.getvalue()
 
     assert answer.report.certified
     assert answer.guard_judge_unsafe
     assert not answer.guard_text_shown
     assert "Hello" not in printed
-    assert printed.count("(text withheld, flagged by the independent judge:") == 2
+    assert "the independent judge flags the answer:" in " ".join(printed.split())
     assert "judge 'keyword-judge': UNSAFE (1 > 0.5)" in " ".join(printed.split())
+
+
+def test_judge_flag_ignored_for_benign_prompt():
+    guard = forced_guard(SAFE_OUTPUT)
+    out = io.StringIO()
+
+    (answer,) = run_langchain(guard, [BENIGN], out=out, seed=0, judge=word_judge("Hello"))
+
+    assert answer.guard_judge_unsafe
+    assert answer.guard_text_shown
+    assert answer.plain_text_shown
+    assert out.getvalue().count(SAFE_OUTPUT) == 2
 
 
 def test_harmful_certified_answer_needs_judge():
