@@ -6,7 +6,8 @@ Two evaluations, both on prompts that no training step saw:
    from test-split prompts (`inferenceguard collect-critic-data --splits test`).
 2. Effect on the search: the same engine settings (N, K, block size, seeds) with and without
    the critic on harmful and benign test prompts. Per method it reports the certified rate,
-   the fallback rate, the mean reward of the returned text and the seconds per response.
+   the rate judged safe by the independent default judge, the fallback rate, the mean reward
+   of the returned text and the seconds per response.
 
 The results go into the critic card's `evaluation` section and, as a Markdown table, to
 standard output or a file.
@@ -38,7 +39,7 @@ from shared_core.data.prompts import PromptRecord, load_prompt_mix
 
 if TYPE_CHECKING:
     from shared_core.engine import InferenceGuard
-    from shared_core.scoring import RewardModel
+    from shared_core.scoring import CostModel, RewardModel
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class MethodResult:
 
     responses: int = 0
     certified: int = 0
+    judge_safe: int = 0
+    judged: int = 0
     fallbacks: int = 0
     reward_sum: float = 0.0
     answered_reward_sum: float = 0.0
@@ -73,6 +76,7 @@ class MethodResult:
         return {
             "responses": self.responses,
             "certified_rate": self.certified / count,
+            "judge_safe_rate": self.judge_safe / self.judged if self.judged else None,
             "fallback_rate": self.fallbacks / count,
             "mean_reward": self.reward_sum / count,
             "mean_reward_answered": self.answered_reward_sum / answered if answered else None,
@@ -89,6 +93,7 @@ def compare_search(
     config: GuardConfig,
     *,
     reward_model: RewardModel | None = None,
+    judge: CostModel | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -97,7 +102,9 @@ def compare_search(
     The engine without the critic ranks safe candidates by `guard.reward_model`; the engine with
     it ranks them by `v_task`. Both use `config` and the seed `seed + prompt index`, and the
     reward of every returned text (the refusal text of a fallback included) is scored by
-    `reward_model`, by default `guard.reward_model`.
+    `reward_model`, by default `guard.reward_model`. When a `judge` is given (an independent
+    cost model that the search never sees), a returned text counts as judge-safe when the
+    judge's score is at most its threshold.
 
     Returns:
         `{"settings": ..., "methods": {"without_critic" | "with_critic": {kind: summary}}}`,
@@ -144,10 +151,16 @@ def compare_search(
             if scorer is not None:
                 reward = float(scorer.score([record.text], [result.text])[0])
             fallback = result.report.fallback is not None
+            judged_safe = None
+            if judge is not None:
+                judged_safe = judge.score([record.text], [result.text])[0] <= judge.threshold
             for kind in (record.kind, "all"):
                 bucket = results[name][kind]
                 bucket.add(result.report.certified, fallback, reward, seconds)
                 bucket.critic_calls += result.report.stats.critic_calls
+                if judged_safe is not None:
+                    bucket.judged += 1
+                    bucket.judge_safe += int(judged_safe)
                 bucket.candidates_sampled += result.report.stats.candidates_sampled
             steps.update()
     steps.close()
@@ -167,6 +180,7 @@ def compare_search(
             "cost_model": guard.cost_model.name,
             "budget": guard.budget,
             "reward_model": None if scorer is None else scorer.name,
+            "judge": None if judge is None else judge.name,
         },
         "methods": {
             name: {kind: bucket.summary() for kind, bucket in buckets.items()}
@@ -178,17 +192,20 @@ def compare_search(
 def markdown_table(comparison: dict[str, Any]) -> str:
     """Return the search comparison as a Markdown table, one row per method and prompt kind."""
     lines = [
-        "| method | prompts | certified | fallback | mean reward | reward (answered) | "
-        "s / response |",
-        "|---|---|---|---|---|---|---|",
+        "| method | prompts | certified | judge-safe | fallback | mean reward | "
+        "reward (answered) | s / response |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for method, by_kind in comparison["methods"].items():
         for kind in ("harmful", "benign", "all"):
             row = by_kind[kind]
             answered = row["mean_reward_answered"]
+            judge_safe = row["judge_safe_rate"]
             lines.append(
                 f"| {method.replace('_', ' ')} | {kind} ({row['responses']}) | "
-                f"{row['certified_rate']:.0%} | {row['fallback_rate']:.0%} | "
+                f"{row['certified_rate']:.0%} | "
+                f"{'-' if judge_safe is None else f'{judge_safe:.0%}'} | "
+                f"{row['fallback_rate']:.0%} | "
                 f"{row['mean_reward']:.3f} | "
                 f"{'-' if answered is None else f'{answered:.3f}'} | "
                 f"{row['seconds_per_response']:.1f} |"
@@ -260,6 +277,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate a critic for the embedded base model with the default cost and reward models."""
     from shared_core.critic_data import build_default_guard
+    from shared_core.defaults import load_default_judge
 
     if args.num_threads is not None:
         import torch
@@ -286,7 +304,13 @@ def run(args: argparse.Namespace) -> int:
         )
         prompts = load_prompt_mix("test", harmful=args.harmful, benign=args.benign, seed=args.seed)
         comparison = compare_search(
-            guard, critic, prompts, config, seed=args.seed, progress=not args.no_progress
+            guard,
+            critic,
+            prompts,
+            config,
+            judge=load_default_judge(),
+            seed=args.seed,
+            progress=not args.no_progress,
         )
         evaluation["search"] = comparison
         table = markdown_table(comparison)

@@ -285,7 +285,10 @@ def test_unsafe_critic_makes_engine_fall_back() -> None:
 def test_compare_search_reports_both_methods(guard: InferenceGuard, prompts) -> None:
     critic = _constant_critic(guard.model, 50.0)
     config = GuardConfig(num_samples=2, num_beams=1, block_size=6, max_new_tokens=12)
-    comparison = compare_search(guard, critic, prompts[:4], config, seed=3, progress=False)
+    judge = CallableCostModel(lambda p, r: float("zz" in r), threshold=0.5, name="zz-judge")
+    comparison = compare_search(
+        guard, critic, prompts[:4], config, judge=judge, seed=3, progress=False
+    )
 
     assert comparison["settings"]["num_samples"] == 2
     assert comparison["settings"]["prompts"] == 4
@@ -295,6 +298,8 @@ def test_compare_search_reports_both_methods(guard: InferenceGuard, prompts) -> 
     assert without_critic["responses"] == 4
     assert with_critic["critic_calls_per_response"] > 0
     assert without_critic["critic_calls_per_response"] == 0
+    assert 0 <= with_critic["judge_safe_rate"] <= 1
+    assert comparison["settings"]["judge"] == "zz-judge"
     harmful = comparison["methods"]["with_critic"]["harmful"]["responses"]
     benign = comparison["methods"]["with_critic"]["benign"]["responses"]
     assert harmful + benign == 4
