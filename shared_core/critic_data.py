@@ -223,7 +223,7 @@ def sample_prompt_rows(
         rewards = check_scores(
             reward_model.score([prompt_text] * samples, texts), samples, reward_model.name
         )
-    return _label_rows(boundaries, z_values, rewards, lm_hidden_size=int(state.hidden.shape[-1]))
+    return _label_rows(boundaries, z_values, rewards, lm_hidden_size=hidden_size_of(lm.model))
 
 
 def _label_rows(
@@ -541,7 +541,8 @@ def build_default_guard(
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_name)
-        model = AutoModelForCausalLM.from_pretrained(model_name, dtype=dtype).to(device).eval()
+        model = AutoModelForCausalLM.from_pretrained(model_name, dtype=dtype, device_map=device)
+        model.eval()
     config = GuardConfig() if budget is None else GuardConfig(budget=budget)
     return InferenceGuard(
         model,

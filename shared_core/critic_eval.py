@@ -225,6 +225,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"Critic folder (default: the shipped critic, {DEFAULT_CRITIC_DIR}).",
     )
     parser.add_argument(
+        "--model",
+        default=None,
+        help="Hugging Face model id or folder of the base model (default: the embedded "
+        "SmolLM2-135M-Instruct).",
+    )
+    parser.add_argument(
         "--data",
         type=Path,
         default=None,
@@ -275,7 +281,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate a critic for the embedded base model with the default cost and reward models."""
+    """Evaluate a critic with the default cost model, reward proxy and judge."""
     from shared_core.critic_data import build_default_guard
     from shared_core.defaults import load_default_judge
 
@@ -284,12 +290,18 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.num_threads)
     started = time.perf_counter()
-    guard = build_default_guard(None, device=args.device, dtype="float32", budget=None)
+    guard = build_default_guard(args.model, device=args.device, dtype="float32", budget=None)
     critic = load_critic(args.critic, guard.model)
     evaluation: dict[str, Any] = {}
 
     if args.data is not None:
         test_rows = load_examples(args.data).in_splits(["test"])
+        if len(test_rows) == 0:
+            logger.warning(
+                "%s contains no rows of test-split prompts, so there are no held-out metrics. "
+                "Collect them with `inferenceguard collect-critic-data --splits test`.",
+                args.data,
+            )
         evaluation["test_metrics"] = critic_metrics(critic, test_rows)
         print("Held-out test metrics:")
         print(json.dumps(evaluation["test_metrics"], indent=2))
