@@ -9,13 +9,14 @@ is not called again for that response and its `z` stays at the violating value.
 
 Each block boundary of each response becomes one row: the hidden state `h_k`, `z_k`, the label
 `safe = min_{j >= k} z_j >= 0` and the reward `R(x, y)` of the whole response. Rows after a
-response's first violation are not stored, because the search never asks the critic about a
-violated beam. The response is still sampled to its end, so its reward is the reward of a full
-response.
+response's first violation are not stored, because a violated candidate stays unsafe whatever
+the critic outputs (its `p_safe` is 0 by definition). The response is still sampled to its
+end, so its reward is the reward of a full response.
 
 Rows are written in shards (see `shared_core.critic_store`). An interrupted run resumes with the
-same command and skips the prompts already on disk. Under `accelerate launch`, each process
-takes every `world_size`-th prompt and writes its own shards and manifest.
+same command and skips the prompts already on disk. Under `accelerate launch` or `torchrun`,
+each process takes every `world_size`-th prompt and writes its own shards and manifest.
+NOTE: the multi-process path was run with `torchrun` on CPUs only, never on GPUs.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def detect_process_group() -> ProcessGroup:
     except ImportError:
         return ProcessGroup(rank=env_rank, world_size=env_world_size)
 
-    # PartialState detects several CPU processes only when told it runs on the CPU.
+    # PartialState detects several CPU processes only with cpu=True (accelerate 1.15).
     state = PartialState(cpu=not torch.cuda.is_available())
     if state.num_processes != env_world_size and env_world_size > 1:
         logger.warning(
