@@ -70,7 +70,8 @@ class Candidate:
         finish_reason: `"stop"`, `"length"` or `None` while live.
         logprob: Sum of the model's log-probabilities of `tokens`.
         p_safe: The critic's estimate, or `None` without a critic.
-        safe: Not violated and, without a finished response, `p_safe >= critic_threshold`.
+        safe: Not violated and, with a critic, `p_safe >= critic_threshold` (finished
+            candidates included, so a critic can veto an answer but never approve a violated one).
         score: `v_task`, the reward or the mean log-probability when safe; else
             `-penalty - (C - d)`.
     """
@@ -231,7 +232,7 @@ class GuardedSearch:
             self.stats.fast_path_blocks += 1
 
             clear = not candidate.violated and candidate.safety.z >= config.fast_path_margin
-            if self.critic is not None and not candidate.finished:
+            if self.critic is not None:
                 threshold = config.critic_threshold + config.fast_path_critic_margin
                 clear = clear and candidate.p_safe is not None and candidate.p_safe >= threshold
             if not clear:
@@ -322,7 +323,9 @@ class GuardedSearch:
         return block.sample.state.select([index for index, _ in kept])
 
     def _commit(self) -> str:
-        eligible = [c.history for c in (*self.beams, *self.pool) if not c.violated]
+        # Only sequences that can still become the answer may shape the committed text.
+        live = [c.history for c in self.beams if not c.violated]
+        eligible = live + [c.history for c in self.pool if c.safe]
         return self.tracker.update(eligible)
 
     # --- one block --------------------------------------------------------------------------
@@ -446,8 +449,9 @@ class GuardedSearch:
         for candidate, p, v in zip(candidates, p_values, v_values, strict=True):
             candidate.p_safe = p
             candidate.score = v
-            # A finished response has no continuation left, so its cost decides alone.
-            candidate.safe = not candidate.violated and (candidate.finished or p >= threshold)
+            # The critic gates finished candidates too: it can veto an answer (failing closed),
+            # but a violated safety state stays unsafe whatever the critic says.
+            candidate.safe = not candidate.violated and p >= threshold
 
     def _score(self, candidates: list[Candidate]) -> None:
         """Set each candidate's score: the task value when safe, a penalty otherwise."""
@@ -480,10 +484,10 @@ class GuardedSearch:
     # --- the answer -------------------------------------------------------------------------
 
     def _choose_answer(self) -> SearchOutcome:
-        """Return the best never-violated finished candidate that passes a fresh cost check."""
+        """Return the best safe finished candidate that passes a fresh cost check."""
         committed = self.tracker.committed
         eligible = sorted(
-            (c for c in self.pool if not c.violated and c.text.startswith(committed)),
+            (c for c in self.pool if c.safe and c.text.startswith(committed)),
             key=lambda c: -c.score,
         )
         failed_final_check = False

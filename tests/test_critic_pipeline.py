@@ -267,11 +267,6 @@ def test_unsafe_critic_forces_resampling() -> None:
     assert stats.resample_rounds > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The engine judges a finished candidate by the cost model alone, so a critic that "
-    "rejects every candidate still lets a finished, cost-safe response through.",
-)
 def test_unsafe_critic_makes_engine_fall_back() -> None:
     model, tokenizer = make_forced_model("Hello, how can I help you today?")
     guarded = InferenceGuard(model, tokenizer, BANNED, critic=_constant_critic(model, -50.0))

@@ -143,14 +143,25 @@ def test_critic_failure_fails_closed():
     assert "critic crashed" in result.report.error
 
 
-def test_critic_below_threshold_branches_fast_path():
+def test_critic_below_threshold_branches_and_vetoes():
     model, tokenizer = make_forced_model("A harmless answer.")
     torch.manual_seed(0)
     critic = LatentCritic(CriticCard(hidden_size=model.config.hidden_size, hidden_dims=(4,)))
     engine = InferenceGuard(model, tokenizer, keyword_cost_model(["bomb"]), critic=critic)
-    # No p_safe reaches 1.0, so the first unfinished block branches into the full search.
+    # No p_safe reaches 1.0: the fast path branches, and the critic vetoes every answer.
     result = engine.generate("hi", **SMALL, critic_threshold=1.0)
     assert result.report.stats.branched
+    assert result.report.stats.critic_calls > 0
+    assert not result.report.certified
+    assert result.finish_reason == "content_filter"
+
+
+def test_critic_at_zero_threshold_keeps_answer():
+    model, tokenizer = make_forced_model("A harmless answer.")
+    torch.manual_seed(0)
+    critic = LatentCritic(CriticCard(hidden_size=model.config.hidden_size, hidden_dims=(4,)))
+    engine = InferenceGuard(model, tokenizer, keyword_cost_model(["bomb"]), critic=critic)
+    result = engine.generate("hi", **SMALL, critic_threshold=0.0)
     assert result.text == "A harmless answer."
     assert result.report.certified
 
