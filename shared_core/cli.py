@@ -25,7 +25,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Sample responses and record hidden and safety states for critic training.",
     ),
     "train-critic": ("shared_core.critic_training", "Train a latent critic on collected data."),
-    "eval-critic": ("shared_core.critic_eval", "Evaluate a critic and the search with and without it."),
+    "eval-critic": (
+        "shared_core.critic_eval",
+        "Evaluate a critic and the search with and without it.",
+    ),
     "bench": ("shared_core.bench", "Benchmark InferenceGuard against baselines."),
 }
 
@@ -55,7 +58,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Inference-time safe decoding for Hugging Face language models.",
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="Logging level (default: INFO).",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

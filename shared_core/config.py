@@ -124,31 +124,43 @@ class GuardConfig:
         _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
         _check_int("max_resample_rounds", self.max_resample_rounds, minimum=0)
         _check_finite("resample_penalty", self.resample_penalty)
-        _check(self.resample_penalty >= 0, "resample_penalty", "must be >= 0", self.resample_penalty)
+        _check(
+            self.resample_penalty >= 0, "resample_penalty", "must be >= 0", self.resample_penalty
+        )
         _check_finite("temperature", self.temperature)
         _check(self.temperature > 0, "temperature", "must be > 0", self.temperature)
         _check_finite("top_p", self.top_p)
         _check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]", self.top_p)
         _check_finite("critic_threshold", self.critic_threshold)
         _check(
-            0 <= self.critic_threshold <= 1, "critic_threshold", "must be in [0, 1]",
+            0 <= self.critic_threshold <= 1,
+            "critic_threshold",
+            "must be in [0, 1]",
             self.critic_threshold,
         )
         _check(isinstance(self.fast_path, bool), "fast_path", "must be a bool", self.fast_path)
         _check_finite("fast_path_margin", self.fast_path_margin)
-        _check(self.fast_path_margin >= 0, "fast_path_margin", "must be >= 0", self.fast_path_margin)
+        _check(
+            self.fast_path_margin >= 0, "fast_path_margin", "must be >= 0", self.fast_path_margin
+        )
         _check_finite("fast_path_critic_margin", self.fast_path_critic_margin)
         _check(
-            self.fast_path_critic_margin >= 0, "fast_path_critic_margin", "must be >= 0",
+            self.fast_path_critic_margin >= 0,
+            "fast_path_critic_margin",
+            "must be >= 0",
             self.fast_path_critic_margin,
         )
         _check(
-            self.fallback in FALLBACK_POLICIES, "fallback", f"must be one of {FALLBACK_POLICIES}",
+            self.fallback in FALLBACK_POLICIES,
+            "fallback",
+            f"must be one of {FALLBACK_POLICIES}",
             self.fallback,
         )
         _check(
             isinstance(self.refusal_text, str) and bool(self.refusal_text.strip()),
-            "refusal_text", "must be a non-empty string", self.refusal_text,
+            "refusal_text",
+            "must be a non-empty string",
+            self.refusal_text,
         )
         if self.seed is not None:
             _check_int("seed", self.seed, minimum=0)
@@ -157,11 +169,14 @@ class GuardConfig:
             _check(self.time_limit_s > 0, "time_limit_s", "must be > 0 or None", self.time_limit_s)
         _check(
             all(isinstance(s, str) and s for s in self.stop),
-            "stop", "must contain only non-empty strings", self.stop,
+            "stop",
+            "must contain only non-empty strings",
+            self.stop,
         )
         _check(
             self.context_overflow in CONTEXT_OVERFLOW_POLICIES,
-            "context_overflow", f"must be one of {CONTEXT_OVERFLOW_POLICIES}",
+            "context_overflow",
+            f"must be one of {CONTEXT_OVERFLOW_POLICIES}",
             self.context_overflow,
         )
 
@@ -239,12 +254,16 @@ def _check(condition: bool, name: str, rule: str, value: object) -> None:
 def _check_finite(name: str, value: object) -> None:
     _check(
         isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value),
-        name, "must be a finite number", value,
+        name,
+        "must be a finite number",
+        value,
     )
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:
     _check(
         isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-        name, f"must be an integer >= {minimum}", value,
+        name,
+        f"must be an integer >= {minimum}",
+        value,
     )

@@ -132,8 +132,12 @@ class MaxCostModel:
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         """Return, per pair, the maximum over members of `cost - threshold`."""
         per_model = [
-            [cost - model.threshold for cost in check_scores(model.score(prompts, responses),
-                                                             len(responses), model.name)]
+            [
+                cost - model.threshold
+                for cost in check_scores(
+                    model.score(prompts, responses), len(responses), model.name
+                )
+            ]
             for model in self.models
         ]
         return [max(column) for column in zip(*per_model, strict=True)]

@@ -9,6 +9,7 @@ into assistant text, in the same tag format, so the parser below reads both kind
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -71,10 +72,8 @@ def render_tool_calls(tool_calls: Sequence[Mapping[str, Any]]) -> str:
         function = call.get("function", call)
         arguments = function.get("arguments", {})
         if isinstance(arguments, str):
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 arguments = json.loads(arguments)
-            except json.JSONDecodeError:
-                pass
         payload = {"name": function.get("name"), "arguments": arguments}
         parts.append(f"{TOOL_CALL_OPEN}\n{json.dumps(payload, ensure_ascii=False)}\n</tool_call>")
     return "\n".join(parts)

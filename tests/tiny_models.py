@@ -15,7 +15,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{%- if tools %}<|im_start|>system\nYou can call these tools:\n"
     "{%- for tool in tools %}\n{{ tool | tojson }}{%- endfor %}\n"
-    "Answer with <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call>.<|im_end|>\n"
+    'Answer with <tool_call>{"name": ..., "arguments": ...}</tool_call>.<|im_end|>\n'
     "{%- endif %}"
     "{%- for message in messages %}"
     "<|im_start|>{{ message['role'] }}\n"

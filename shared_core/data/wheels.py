@@ -38,8 +38,15 @@ def fetch_package(name: str, version: str, *, dest: Path | None = None) -> Path:
         return found
     logger.info("Downloading %s==%s into %s", name, version, dest)
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-        "--dest", str(dest), f"{name}=={version}",
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "--dest",
+        str(dest),
+        f"{name}=={version}",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     found = _find_archive(dest, name, version)
