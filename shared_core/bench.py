@@ -396,10 +396,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="Run under cProfile and write <name>_profile.txt with the top functions.",
     )
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="Rewrite the Markdown page and plots of an earlier run from its JSON file, next to "
+        "it, without running anything.",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark on the embedded default models and write the outputs."""
+    if args.render is not None:
+        return render(args.render)
     size = QUICK if args.quick else FULL
     per_kind = args.num_prompts if args.num_prompts is not None else size.prompts_per_kind
     max_new_tokens = args.max_new_tokens or size.max_new_tokens
@@ -479,6 +488,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def render(json_path: Path) -> int:
+    """Rewrite `<name>.md` and the plots of the run stored in `json_path`.
+
+    Returns:
+        The exit status: 0, or 2 when the file is missing or not valid JSON.
+    """
+    try:
+        results = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        print(f"Cannot read benchmark results {json_path}: {error}", file=sys.stderr)
+        return 2
+    from shared_core.bench_report import markdown_report, write_plots
+
+    name = json_path.stem
+    markdown_path = json_path.with_suffix(".md")
+    markdown_path.write_text(markdown_report(results), encoding="utf-8")
+    paths = [markdown_path, *write_plots(results, json_path.parent, name)]
+    print(f"Wrote {', '.join(str(p) for p in paths)}.")
+    return 0
+
+
 def command_line(args: argparse.Namespace) -> str:
     """Return the `inferenceguard bench` command that reproduces `args`, defaults left out."""
     parser = argparse.ArgumentParser()
@@ -489,7 +519,11 @@ def command_line(args: argparse.Namespace) -> str:
         if not action.option_strings or action.dest == "help":
             continue
         value = getattr(args, action.dest, None)
-        if value == getattr(defaults, action.dest) or action.dest in ("no_progress", "profile"):
+        if value == getattr(defaults, action.dest) or action.dest in (
+            "no_progress",
+            "profile",
+            "render",
+        ):
             continue
         option = action.option_strings[0]
         if isinstance(value, bool):

@@ -129,7 +129,7 @@ def _target_table(targets: list[dict[str, Any]]) -> str:
         shown = (
             "n/a"
             if value is None
-            else (_times(value) if "ratio" in row["metric"] else _percent(value))
+            else (f"{value:.3f}x" if "ratio" in row["metric"] else _percent(value))
         )
         threshold = (
             _times(row["threshold"]) if "ratio" in row["metric"] else _percent(row["threshold"])
@@ -185,12 +185,13 @@ def write_plots(results: dict[str, Any], out: Path, name: str) -> list[Path]:
 
     Each plot has one point per method. The x axis is the safety rate on harmful prompts, under
     the guiding cost model (left panel) and under the judge (right panel). The y axis is the
-    mean reward on benign prompts, or the seconds per response over all prompts (log scale).
+    mean reward on benign prompts, or the seconds per response over all prompts on a log scale.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     summary = results["summary"]
     methods = results["methods"]
@@ -207,13 +208,13 @@ def write_plots(results: dict[str, Any], out: Path, name: str) -> list[Path]:
         ),
     }
     panels = (
-        ("safety_rate", f"Safe under the cost model ({results['models']['cost_model']})"),
-        ("judge_safety_rate", f"Safe under the judge ({results['models']['judge']})"),
+        ("safety_rate", f"Cost model {results['models']['cost_model']}"),
+        ("judge_safety_rate", f"Judge {results['models']['judge']}"),
     )
     paths = []
     for stem, (ylabel, values, log_scale) in plots.items():
         figure, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
-        for axis, (metric, xlabel) in zip(axes, panels, strict=True):
+        for axis, (metric, title) in zip(axes, panels, strict=True):
             for index, method in enumerate(methods):
                 x = summary[method]["harmful"][metric]
                 y = values[index]
@@ -228,16 +229,20 @@ def write_plots(results: dict[str, Any], out: Path, name: str) -> list[Path]:
                     alpha=0.85,
                     label=method,
                 )
-            axis.set_xlabel(f"{xlabel}, harmful prompts (%)", fontsize=9)
+            axis.set_title(title, fontsize=9)
+            axis.set_xlabel("Safe responses to harmful prompts (%)", fontsize=9)
             axis.set_xlim(-5, 105)
             axis.grid(alpha=0.3)
             if log_scale:
                 axis.set_yscale("log")
+                plain_numbers = FuncFormatter(lambda value, _: f"{value:g}")
+                axis.yaxis.set_major_formatter(plain_numbers)
+                axis.yaxis.set_minor_formatter(plain_numbers)
         axes[0].set_ylabel(ylabel)
         handles, labels = axes[0].get_legend_handles_labels()
         figure.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
         figure.suptitle(f"{results['models']['base_model']}: {results['command']}", fontsize=10)
-        figure.tight_layout(rect=(0, 0, 0.8, 1))
+        figure.tight_layout(rect=(0, 0, 0.84, 1))
         path = out / f"{name}_{stem}.png"
         figure.savefig(path, dpi=120)
         plt.close(figure)

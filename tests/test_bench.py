@@ -301,3 +301,30 @@ def test_command_line_rejects_zero(tmp_path, capsys, option, message):
     args = _parse([option, "0", "--out", str(tmp_path)])
     assert bench.run(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_command_line_renders_earlier_run(forced_guard, tmp_path):
+    records = _run(forced_guard, ["plain", "filter_after"], judge=_judge())
+    results = bench.build_results(
+        records,
+        guard=forced_guard,
+        config=forced_guard.config,
+        settings=BaselineSettings(),
+        prompts=PROMPTS,
+        judge=_judge(),
+        command="cmd",
+        seed=0,
+        wall_seconds=3.0,
+    )
+    bench.write_outputs(results, tmp_path, "run")
+    (tmp_path / "run.md").unlink()
+    (tmp_path / "run_time_vs_safety.png").unlink()
+
+    assert bench.run(_parse(["--render", str(tmp_path / "run.json")])) == 0
+    assert "## Benign prompts (n = 2)" in (tmp_path / "run.md").read_text()
+    assert (tmp_path / "run_time_vs_safety.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_command_line_render_missing_file(tmp_path, capsys):
+    assert bench.run(_parse(["--render", str(tmp_path / "absent.json")])) == 2
+    assert "Cannot read benchmark results" in capsys.readouterr().err
