@@ -497,7 +497,7 @@ def render(json_path: Path) -> int:
     try:
         results = json.loads(json_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        print(f"Cannot read benchmark results {json_path}: {error}", file=sys.stderr)
+        print(f"Failed to read benchmark results {json_path}: {error}", file=sys.stderr)
         return 2
     from shared_core.bench_report import markdown_report, write_plots
 

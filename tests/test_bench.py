@@ -327,4 +327,4 @@ def test_command_line_renders_earlier_run(forced_guard, tmp_path):
 
 def test_command_line_render_missing_file(tmp_path, capsys):
     assert bench.run(_parse(["--render", str(tmp_path / "absent.json")])) == 2
-    assert "Cannot read benchmark results" in capsys.readouterr().err
+    assert "Failed to read benchmark results" in capsys.readouterr().err
