@@ -221,4 +221,3 @@ def test_closed_stream_releases_lock(engine):
     with contextlib.closing(engine.stream("hello", **SMALL, seed=0)) as chunks:
         next(chunks)
     assert not engine._lock.locked()
-
