@@ -284,6 +284,36 @@ def build_results(
     }
 
 
+def results_json(results: dict[str, Any]) -> str:
+    """Return `results` as indented JSON with one line per record, floats to 6 digits.
+
+    Records make up most of a run's JSON, so one compact line each keeps the file small and
+    still diffable line by line.
+    """
+    summary = {key: value for key, value in results.items() if key != "records"}
+    text = json.dumps(summary, indent=1, allow_nan=False)
+    lines = [
+        json.dumps(_round_floats(record), separators=(",", ":"), allow_nan=False)
+        for record in results.get("records", [])
+    ]
+    return (
+        text[: text.rindex("}")].rstrip()
+        + ',\n "records": [\n  '
+        + ",\n  ".join(lines)
+        + "\n ]\n}\n"
+    )
+
+
+def _round_floats(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {key: _round_floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_round_floats(item) for item in value]
+    return value
+
+
 def machine_info() -> dict[str, Any]:
     """Return the hardware and software the run used."""
     import transformers
@@ -306,7 +336,7 @@ def write_outputs(results: dict[str, Any], out: Path, name: str) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / f"{name}.json"
-    json_path.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    json_path.write_text(results_json(results), encoding="utf-8")
     markdown_path = out / f"{name}.md"
     markdown_path.write_text(markdown_report(results), encoding="utf-8")
     return [json_path, markdown_path, *write_plots(results, out, name)]

@@ -194,7 +194,10 @@ def test_json_document_contents(forced_guard, tmp_path):
         wall_seconds=3.0,
     )
     bench.write_outputs(results, tmp_path, "run")
-    document = json.loads((tmp_path / "run.json").read_text())
+    text = (tmp_path / "run.json").read_text()
+    document = json.loads(text)
+    record_lines = [line for line in text.splitlines() if line.startswith('  {"method":')]
+    assert len(record_lines) == len(records)
 
     assert document["methods"] == ["plain", "inferenceguard_no_critic"]
     assert document["configuration"]["baselines"]["lagrange_multiplier"] == 2.0
