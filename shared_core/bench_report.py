@@ -126,7 +126,7 @@ def _target_table(targets: list[dict[str, Any]]) -> str:
     rows = []
     for row in targets:
         value = row["value"]
-        shown = (
+        measured = (
             "n/a"
             if value is None
             else (f"{value:.3f}x" if "ratio" in row["metric"] else _percent(value))
@@ -135,7 +135,9 @@ def _target_table(targets: list[dict[str, Any]]) -> str:
             _times(row["threshold"]) if "ratio" in row["metric"] else _percent(row["threshold"])
         )
         met = {True: "yes", False: "no", None: "not measured"}[row["met"]]
-        rows.append([row["method"], f"{row['target']} {row['comparison']} {threshold}", shown, met])
+        rows.append(
+            [row["method"], f"{row['target']} {row['comparison']} {threshold}", measured, met]
+        )
     return "## Targets\n\n" + _table(header, rows)
 
 

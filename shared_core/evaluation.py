@@ -277,8 +277,8 @@ def speed_drift(records: Iterable[ResponseRecord], method: str = PLAIN_METHOD) -
     """Compare `method`'s seconds per token in the first and second half of the run.
 
     The benchmark runs every method on each prompt before moving on, so ratios between methods
-    are measured at the same machine speed; this shows how much that speed changed over the
-    run. A `drift` of 1.2 means the second half ran 20% slower per token.
+    are measured at the same machine speed. This shows how much that speed changed over the
+    run: a `drift` of 1.2 means the second half ran 20% slower per token.
     """
     rows = sorted(
         (r for r in records if r.method == method and r.error is None and r.completion_tokens),
